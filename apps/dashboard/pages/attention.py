@@ -1,0 +1,51 @@
+"""Attention: pick a model, a prompt, a layer and a head; see the pattern and the head-score grid."""
+
+import streamlit as st
+
+from workbench.config import ConfigError
+from workbench.experiments.runner import load, saved_models
+from workbench.hooks.attention import SCORES, attention_patterns, head_scores
+from workbench.tasks import parse_token_ids
+from workbench.viz import attention_heatmap, head_score_grid
+
+st.title("Attention maps")
+
+
+@st.cache_resource(show_spinner="loading model…")
+def cached_load(path: str):
+    return load(path)
+
+
+models = saved_models()
+if not models:
+    st.warning("No saved models: ship one with `workbench run induction --quick --ship` or train on the Train page.")
+    st.stop()
+label = st.selectbox("model", list(models))
+try:
+    exp, cfg, model = cached_load(str(models[label]))
+except ConfigError as e:
+    st.error(f"Cannot load this model: {e}")
+    st.stop()
+
+source = st.radio("prompt", ["sampled from the task", "typed token ids"], horizontal=True)
+if source == "typed token ids":
+    default = " ".join(map(str, exp.sample_prompt(cfg, 0)[0, :24].tolist()))
+    text = st.text_input("token ids (space separated)", default)
+    try:
+        tokens = parse_token_ids(text, model.cfg.d_vocab, model.cfg.n_ctx)
+    except ValueError as e:
+        st.error(str(e))
+        st.stop()
+else:
+    seed = st.number_input("sample seed", min_value=0, max_value=10**6, value=0)
+    tokens = exp.sample_prompt(cfg, int(seed))
+
+left, right = st.columns(2)
+layer = left.selectbox("layer", range(model.cfg.n_layers), index=model.cfg.n_layers - 1)
+head = right.selectbox("head", range(model.cfg.n_heads))
+pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
+st.plotly_chart(attention_heatmap(pattern, tokens[0].tolist(), f"layer {layer} head {head}"), key="pattern")
+
+st.subheader("Head scores on this prompt")
+score = st.selectbox("score", [*SCORES, "sink", "entropy"])
+st.plotly_chart(head_score_grid(head_scores(model, tokens), score), key="scores")

@@ -1,0 +1,19 @@
+"""Every notebook executes top to bottom in smoke mode (trains the smoke preset itself)."""
+
+import pytest
+
+from tests.conftest import REPO
+from workbench.notebooks import execute
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes(notebook, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
+    executed = execute(notebook, tmp_path, mode="smoke", export="html")
+    assert executed.exists() and executed.with_suffix(".html").stat().st_size > 10_000

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from workbench.tasks import (
+    BigramLanguage,
+    BigramLanguageConfig,
+    RepeatedTokens,
+    RepeatedTokensConfig,
+    parse_token_ids,
+)
+
+TASKS = [
+    RepeatedTokens(RepeatedTokensConfig(d_vocab=20, seq_len=24, min_segment=3, max_segment=11)),
+    BigramLanguage(BigramLanguageConfig(d_vocab=12, seq_len=16)),
+]
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: type(t).__name__)
+def test_seeded_determinism_and_shapes(task):
+    a = task.sample(8, torch.Generator().manual_seed(5))
+    b = task.sample(8, torch.Generator().manual_seed(5))
+    c = task.sample(8, torch.Generator().manual_seed(6))
+    assert torch.equal(a.tokens, b.tokens) and not torch.equal(a.tokens, c.tokens)
+    assert a.tokens.shape == a.targets.shape == a.loss_mask.shape == (8, task.seq_len)
+    assert a.tokens.min() >= 0 and a.tokens.max() < task.d_vocab
+    torch.testing.assert_close(a.targets[:, :-1], a.tokens[:, 1:])
+    assert not a.loss_mask[:, -1].any()
+
+
+def test_repeated_tokens_repeat_their_segment():
+    task = TASKS[0]
+    batch = task.sample(64, torch.Generator().manual_seed(0))
+    for row, seg in zip(batch.tokens, batch.meta["segment"], strict=True):
+        seg = int(seg)
+        assert row[0] == 0 and (row[1:] != 0).all()
+        assert torch.equal(row[1:seg + 1], row[seg + 1:2 * seg + 1])
+    assert set(batch.meta["segment"].tolist()) <= set(range(3, 12))
+    # the repeat half's targets are exactly the copied tokens
+    assert torch.equal(batch.meta["first_half"] & batch.meta["repeat_half"], torch.zeros_like(batch.loss_mask))
+
+
+@pytest.mark.parametrize("kw, msg", [({"min_segment": 9, "max_segment": 4}, "exceeds task.max_segment"),
+                                     ({"seq_len": 20, "max_segment": 10}, "does not fit twice")])
+def test_repeated_config_errors(kw, msg):
+    from workbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match=msg):
+        RepeatedTokensConfig.parse(kw)
+
+
+def test_bigram_empirical_loss_matches_entropy_rate():
+    task = BigramLanguage(BigramLanguageConfig(d_vocab=8, seq_len=200))
+    batch = task.sample(200, torch.Generator().manual_seed(0))
+    logp = task.transition.log()[batch.tokens[:, 50:-1], batch.tokens[:, 51:]]
+    assert abs(-logp.mean().item() - task.entropy_rate()) < 0.03
+
+
+@pytest.mark.parametrize("text, msg", [("", "empty"), ("   ", "empty"), ("1 x 3", "'x' is not a token id"),
+                                       ("1 99", "outside the vocabulary"), ("-1", "outside the vocabulary"),
+                                       (" ".join(["1"] * 11), "exceed the model's n_ctx"),
+                                       (b"\xff\xfe", "not valid UTF-8")])
+def test_parse_token_ids_errors(text, msg):
+    with pytest.raises(ValueError, match=msg):
+        parse_token_ids(text, d_vocab=20, n_ctx=10)
+
+
+def test_parse_token_ids_accepts_commas():
+    assert parse_token_ids("0, 5 7", 20, 10).tolist() == [[0, 5, 7]]

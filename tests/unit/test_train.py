@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+
+from workbench.config import ConfigError
+from workbench.models import ModelConfig, build_model
+from workbench.models.io import load_state, load_weights, save_weights
+from workbench.runs import Run
+from workbench.tasks import BigramLanguage, BigramLanguageConfig, RepeatedTokens, RepeatedTokensConfig
+from workbench.train import TrainConfig, Trainer, TrainingDiverged, lm_loss, lr_at
+
+TASK = RepeatedTokens(RepeatedTokensConfig(d_vocab=16, seq_len=16, min_segment=2, max_segment=7))
+
+
+def tiny_model():
+    return build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=16, n_ctx=16), seed=0)
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 100))
+
+
+def test_training_approaches_the_bigram_entropy_rate():
+    language = BigramLanguage(BigramLanguageConfig(d_vocab=16, seq_len=16))
+    model = tiny_model()
+    trainer = Trainer(model, language, TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=5), seed=0,
+                      progress_bar=False)
+    batch = language.sample(64, torch.Generator().manual_seed(99))
+    before = lm_loss(model, batch).item()
+    trainer.fit()
+    after = lm_loss(model, batch).item()
+    assert after < before - 0.3
+    assert after < language.entropy_rate() + 0.25
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run = Run.create(tmp_path, "unit", {}, "smoke", "test")
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        loss = model(batch.tokens).float().mean() ** 2
+        return loss * (math.nan if calls["n"] > 7 else 1.0)
+
+    cfg = TrainConfig(steps=20, batch_size=4, checkpoint_every=5, warmup_steps=0)
+    trainer = Trainer(tiny_model(), TASK, cfg, seed=0, run=run, loss_fn=loss_fn, progress_bar=False)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 8.*step-5\.safetensors"):
+        trainer.fit()
+    assert [p.name for p in run.checkpoints()] == ["step-5.safetensors"]
+    load_weights(run.checkpoints()[0])  # intact
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_at(step):
+    def callback(progress):
+        if progress.step == step:
+            raise Interrupt
+    return callback
+
+
+def test_checkpoint_restore_continues_bit_identically(tmp_path):
+    cfg = TrainConfig(steps=12, batch_size=8, checkpoint_every=5, warmup_steps=2, log_every=1)
+    full = Trainer(tiny_model(), TASK, cfg, seed=3, run=Run.create(tmp_path, "a", {}, "smoke", ""), progress_bar=False)
+    full.fit()
+    part_run = Run.create(tmp_path, "b", {}, "smoke", "")
+    part = Trainer(tiny_model(), TASK, cfg, seed=3, run=part_run, progress_bar=False, callback=stop_at(7))
+    with pytest.raises(Interrupt):
+        part.fit()
+    assert part_run.checkpoints()[-1].name == "step-5.safetensors"
+    resumed = Trainer(tiny_model(), TASK, cfg, seed=3, run=part_run, progress_bar=False)
+    torch.manual_seed(12345)  # a disturbed global RNG must not matter: the checkpoint restores it
+    resumed.restore(part_run.checkpoints()[-1])
+    assert resumed.step == 5
+    resumed.fit()
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_weights_refuse_wrong_shapes_and_non_safetensors(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "w.safetensors"
+    save_weights(model.state_dict(), path)
+    other = build_model(ModelConfig(n_layers=1, d_model=32, n_heads=2, d_vocab=16, n_ctx=16))
+    with pytest.raises(ConfigError, match="do not match the config.*shape"):
+        load_state(other, load_weights(path), path)
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="empty"):
+        load_weights(tmp_path / "empty.safetensors")
+    (tmp_path / "trunc.safetensors").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ConfigError, match="not a valid safetensors"):
+        load_weights(tmp_path / "trunc.safetensors")

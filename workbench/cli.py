@@ -1,0 +1,176 @@
+"""The `workbench` command. Errors are one clear line on stderr and a non-zero exit.
+
+    workbench list
+    workbench run EXP [--smoke|--quick|--full] [--set key=value …] [--seed N] [--out DIR] [--json] [--ship]
+    workbench resume RUN_DIR [--json]
+    workbench runs [--out DIR]
+    workbench eval RUN_DIR|data/EXP [--json]
+    workbench notebooks [--execute] [--export html] [--quick]
+    workbench dashboard [--host 127.0.0.1] [--port 8501]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from workbench.config import ConfigError, parse_overrides
+from workbench.runs import DEFAULT_ROOT, REPO_ROOT
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.command_line = "workbench " + shlex.join(argv)
+    try:
+        return args.func(args) or 0
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with `workbench resume RUN_DIR`", file=sys.stderr)
+        return 130
+    except Exception as e:  # the training loop's own errors (e.g. divergence) arrive here
+        from workbench.train import TrainingDiverged
+
+        if isinstance(e, TrainingDiverged):
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        raise
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description="Look inside small transformers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="the experiment catalog").set_defaults(func=cmd_list)
+
+    r = sub.add_parser("run", help="train an experiment and check its criteria")
+    r.add_argument("experiment")
+    modes = r.add_mutually_exclusive_group()
+    for mode in ("smoke", "quick", "full"):
+        modes.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode)
+    r.set_defaults(mode="quick")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, e.g. --set model.n_layers=4 (repeatable)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--out", default=str(DEFAULT_ROOT), help="run registry root (default: runs/)")
+    r.add_argument("--json", action="store_true", help="print the result JSON as the last line")
+    r.add_argument("--ship", action="store_true", help="copy model, config and result into data/EXP/")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("resume", help="continue an interrupted run")
+    s.add_argument("run_dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_resume)
+
+    ls = sub.add_parser("runs", help="list runs")
+    ls.add_argument("--out", default=str(DEFAULT_ROOT))
+    ls.set_defaults(func=cmd_runs)
+
+    e = sub.add_parser("eval", help="re-evaluate a saved model against its criteria (writes nothing)")
+    e.add_argument("path")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    n = sub.add_parser("notebooks", help="execute the notebooks (and export them)")
+    n.add_argument("--execute", action="store_true")
+    n.add_argument("--export", choices=["html"])
+    n.add_argument("--quick", action="store_true", help="quick mode instead of smoke")
+    n.add_argument("--out", default="out/notebooks")
+    n.set_defaults(func=cmd_notebooks)
+
+    d = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8501)
+    d.set_defaults(func=cmd_dashboard)
+    return p
+
+
+def cmd_list(args) -> None:
+    from workbench.experiments.runner import catalog
+
+    print(f"{'experiment':<14} {'paper':<58} shipped")
+    for row in catalog():
+        print(f"{row['experiment']:<14} {row['paper']:<58} {row['shipped']}")
+        for line in row["criteria"].splitlines():
+            print(f"{'':<16}{line}")
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    for c in result["criteria"]:
+        value = "missing" if c["value"] is None else f"{c['value']:.4g}"
+        print(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['metric']} = {value} "
+              f"(needs {c['op']} {c['threshold']})")
+    print(f"{result['experiment']} ({result['mode']}): {'PASSED' if result['passed'] else 'FAILED'} "
+          f"in {result['seconds']:.1f} s" + (f" → {result['run_dir']}" if "run_dir" in result else ""))
+    if as_json:
+        print(json.dumps(result, default=str))
+
+
+def cmd_run(args) -> int:
+    from workbench.experiments.runner import run, ship
+
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed {args.seed}: must lie in [0, 2**63 - 1]")
+    result = run(args.experiment, mode=args.mode, overrides=parse_overrides(args.overrides), seed=args.seed,
+                 out=args.out, command=args.command_line)
+    if args.ship:
+        print(f"shipped to {ship(result['run_dir'])}")
+    print_result(result, args.json)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from workbench.experiments.runner import resume
+
+    print_result(resume(args.run_dir), args.json)
+    return 0
+
+
+def cmd_runs(args) -> None:
+    from workbench.runs import list_runs
+
+    infos = list_runs(args.out)
+    if not infos:
+        print(f"no runs under {args.out}/")
+    for info in infos:
+        verdict = {True: "pass", False: "FAIL", None: ""}[info.passed]
+        print(f"{info.path.name:<44} {info.experiment:<12} {info.mode:<6} {info.status:<11} {verdict}"
+              + (f" {info.error}" if info.error else ""))
+
+
+def cmd_eval(args) -> int:
+    from workbench.experiments.runner import evaluate_saved
+
+    result = evaluate_saved(args.path)
+    print_result(result, args.json)
+    return 0 if result["passed"] else 1
+
+
+def cmd_notebooks(args) -> int:
+    from workbench.notebooks import execute_all
+
+    mode = "quick" if args.quick else "smoke"
+    if not args.execute:
+        for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+            print(path.relative_to(REPO_ROOT))
+        return 0
+    for path in execute_all(REPO_ROOT / "notebooks", Path(args.out), mode=mode, export=args.export):
+        print(f"executed → {path}")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    app = REPO_ROOT / "apps" / "dashboard" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, cwd=REPO_ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

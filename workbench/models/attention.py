@@ -1,0 +1,133 @@
+"""Multi-head attention with TransformerLens hook points.
+
+Two paths give the same result: a fast one through `F.scaled_dot_product_attention` when nothing
+hooks the scores or pattern, and an explicit one that materialises them when something does.
+Positional variants live here as score biases (ALiBi) or q/k rotations (rotary); attention
+variants (later issues) plug in as new entries of `NORMALISERS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from workbench.models.config import ModelConfig
+
+# scores [batch head q k] → pattern [batch head q k]; masked entries arrive as -inf.
+NORMALISERS: dict[str, Callable[[Tensor], Tensor]] = {"softmax": lambda s: s.softmax(dim=-1)}
+
+
+def alibi_slopes(n_heads: int) -> Float[Tensor, " head"]:
+    """Geometric slopes 2^(-8i/n) from Press et al. (2022)."""
+    return torch.tensor([2 ** (-8 * (i + 1) / n_heads) for i in range(n_heads)])
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al.), applied to q and k; rotates pairs (i, i + d/2)."""
+
+    def __init__(self, d_head: int, n_ctx: int, base: float):
+        super().__init__()
+        freqs = base ** (-torch.arange(0, d_head, 2).float() / d_head)
+        angles = torch.outer(torch.arange(n_ctx).float(), freqs)  # [pos, d_head/2]
+        self.register_buffer("cos", angles.cos().repeat(1, 2), persistent=False)
+        self.register_buffer("sin", angles.sin().repeat(1, 2), persistent=False)
+
+    def forward(self, x: Float[Tensor, "batch pos head d_head"]) -> Float[Tensor, "batch pos head d_head"]:
+        n = x.shape[1]
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return x * self.cos[:n, None] + rotated * self.sin[:n, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        H, dh = cfg.n_heads, cfg.d_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * H * dh)
+        self.out = nn.Linear(H * dh, cfg.d_model)
+        self.rotary = Rotary(dh, cfg.n_ctx, cfg.rotary_base) if cfg.positional == "rotary" else None
+        if cfg.positional == "alibi":
+            self.register_buffer("alibi", alibi_slopes(H), persistent=False)
+        self.normalise = NORMALISERS[cfg.attention]
+        self.hook_q = HookPoint()  # [batch pos head d_head]
+        self.hook_k = HookPoint()  # [batch pos head d_head]
+        self.hook_v = HookPoint()  # [batch pos head d_head]
+        if self.rotary is not None:
+            self.hook_rot_q = HookPoint()  # [batch pos head d_head]
+            self.hook_rot_k = HookPoint()  # [batch pos head d_head]
+        self.hook_attn_scores = HookPoint()  # [batch head q k], after masking
+        self.hook_pattern = HookPoint()  # [batch head q k]
+        self.hook_z = HookPoint()  # [batch pos head d_head]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        batch, pos, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, pos, 3, self.cfg.n_heads, self.cfg.d_head).unbind(dim=2)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.rotary is not None:
+            q, k = self.hook_rot_q(self.rotary(q)), self.hook_rot_k(self.rotary(k))
+        bias = self.score_bias(pos, x.device)
+        z = self.explicit(q, k, v, bias) if self.pattern_needed() else self.fast(q, k, v, bias)
+        z = self.hook_z(z)
+        return self.out(z.flatten(-2))
+
+    def pattern_needed(self) -> bool:
+        """Materialise scores/pattern only if a hook (cache, patch, gradient) wants them."""
+        hooks = (self.hook_attn_scores, self.hook_pattern)
+        return self.cfg.attention != "softmax" or any(h.fwd_hooks or h.bwd_hooks for h in hooks)
+
+    def score_bias(self, pos: int, device: torch.device) -> Float[Tensor, "head q k"] | None:
+        """Additive score bias: ALiBi plus the causal mask as -inf; None when there is no ALiBi."""
+        if not hasattr(self, "alibi"):
+            return None
+        idx = torch.arange(pos, device=device)
+        distance = (idx[:, None] - idx[None, :]).abs().float()  # [q k]
+        bias = -self.alibi[:, None, None] * distance
+        if self.cfg.mask == "causal":
+            bias = bias.masked_fill(idx[None, :] > idx[:, None], float("-inf"))
+        return bias
+
+    def fast(self, q, k, v, bias) -> Float[Tensor, "batch pos head d_head"]:
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch head pos d_head]
+        is_causal = bias is None and self.cfg.mask == "causal"
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=is_causal)
+        return z.transpose(1, 2)
+
+    def explicit(self, q, k, v, bias) -> Float[Tensor, "batch pos head d_head"]:
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
+        if bias is not None:
+            scores = scores + bias
+        elif self.cfg.mask == "causal":
+            pos = q.shape[1]
+            causal = torch.ones(pos, pos, dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(causal, float("-inf"))
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(self.normalise(scores))
+        return torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+
+    # Per-head weight views in TransformerLens shapes.
+    @property
+    def W_Q(self) -> Float[Tensor, "head d_model d_head"]:
+        return self._in_view(0)
+
+    @property
+    def W_K(self) -> Float[Tensor, "head d_model d_head"]:
+        return self._in_view(1)
+
+    @property
+    def W_V(self) -> Float[Tensor, "head d_model d_head"]:
+        return self._in_view(2)
+
+    @property
+    def W_O(self) -> Float[Tensor, "head d_head d_model"]:
+        return self.out.weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+
+    def _in_view(self, i: int) -> Tensor:
+        H, dh, dm = self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model
+        return self.qkv.weight.view(3, H, dh, dm)[i].transpose(1, 2)

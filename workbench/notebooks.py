@@ -1,0 +1,28 @@
+"""Execute the teaching notebooks with papermill (parameters injected), optionally export HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def execute(notebook: str | Path, out_dir: str | Path, mode: str = "smoke", export: str | None = None,
+            timeout: int = 600) -> Path:
+    """Run `notebook` with `mode` injected into its `parameters` cell; returns the executed copy."""
+    import papermill
+
+    notebook, out_dir = Path(notebook), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / notebook.name
+    papermill.execute_notebook(str(notebook), str(executed), parameters={"mode": mode},
+                               cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+                               execution_timeout=timeout)
+    if export == "html":
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_filename(str(executed))
+        executed.with_suffix(".html").write_text(body, encoding="utf-8")
+    return executed
+
+
+def execute_all(folder: str | Path, out_dir: str | Path, mode: str = "smoke", export: str | None = None) -> list[Path]:
+    return [execute(nb, out_dir, mode, export) for nb in sorted(Path(folder).glob("*.ipynb"))]

@@ -1,0 +1,191 @@
+"""Run registry: one directory per run, written atomically, guarded by a lock.
+
+    runs/<experiment>-<YYYYmmdd-HHMMSS>-<hash>/
+        config.json      {"schema_version", "experiment", "mode", "command", "config"}
+        metrics.jsonl    one JSON object per logged step
+        checkpoints/     step-N.safetensors (model + optimizer + RNG; metadata JSON)
+        result.json      written last: its presence means the run finished
+        figures/         plotly figures as JSON
+        run.lock         held (flock) by the process writing the run
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.config import SCHEMA_VERSION, ConfigError, check_schema_version, read_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROOT = Path(os.environ.get("WORKBENCH_RUNS", REPO_ROOT / "runs"))
+DATA_ROOT = Path(os.environ.get("WORKBENCH_DATA", REPO_ROOT / "data"))
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Rows of a metrics.jsonl; a torn last line (killed mid-write) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class Run:
+    """A run directory. Create with `Run.create`, reopen with `Run(path)`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    @classmethod
+    def create(cls, root: str | Path, experiment: str, config: dict, mode: str, command: str) -> Run:
+        """Make the directory under a temp name and rename it: a run appears whole or not at all."""
+        root = Path(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.mkdtemp(dir=root, prefix=".new-")
+        except OSError as e:
+            raise ConfigError(f"{root}: cannot create a run here ({e.strerror})") from None
+        digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode() + secrets.token_bytes(8))
+        name = f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{digest.hexdigest()[:6]}"
+        tmp = Path(probe)
+        (tmp / "checkpoints").mkdir()
+        (tmp / "figures").mkdir()
+        header = {"schema_version": SCHEMA_VERSION, "experiment": experiment, "mode": mode, "command": command}
+        write_json(tmp / "config.json", {**header, "config": config})
+        final = root / name
+        os.rename(tmp, final)
+        run = cls(final)
+        run.lock()
+        return run
+
+    # --- locking: a held lock means a live process is writing this run ---
+    def lock(self) -> None:
+        fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"{self.path}: another process is writing this run") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def is_locked(self) -> bool:
+        lock = self.path / "run.lock"
+        if self._lock_fd is not None:
+            return True
+        if not lock.exists():
+            return False
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    # --- contents ---
+    @property
+    def header(self) -> dict:
+        data = read_json(self.path / "config.json", "run config")
+        check_schema_version(data, self.path / "config.json")
+        return data
+
+    def log(self, row: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.path / "metrics.jsonl")
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume, drop rows logged after the checkpoint we continue from."""
+        rows = [r for r in self.metrics() if r.get("step", 0) <= step]
+        atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def checkpoints(self) -> list[Path]:
+        found = self.path.glob("checkpoints/step-*.safetensors")
+        return sorted(found, key=lambda p: int(p.stem.split("-")[1]))
+
+    def result(self) -> dict | None:
+        path = self.path / "result.json"
+        return read_json(path, "result") if path.exists() else None
+
+    def status(self) -> str:
+        if self.is_locked():
+            return "running"
+        if (self.path / "result.json").exists():
+            return "done"
+        return "interrupted" if self.checkpoints() else "failed"
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    experiment: str
+    mode: str
+    status: str
+    passed: bool | None
+    error: str | None = None
+
+
+def list_runs(root: str | Path = DEFAULT_ROOT) -> list[RunInfo]:
+    """Every run under `root`, newest first; a corrupt run is listed with its error, never raised."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    infos = []
+    for path in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
+        run = Run(path)
+        try:
+            header = run.header
+            status = run.status()
+            result = run.result() if status == "done" else None
+            passed = result.get("passed") if result else None
+            infos.append(RunInfo(path, header["experiment"], header.get("mode", "?"), status, passed))
+        except (ConfigError, KeyError, OSError) as e:
+            infos.append(RunInfo(path, "?", "?", "corrupt", None, str(e)))
+    return infos

@@ -1,0 +1,54 @@
+"""Repeated random tokens (Olsson et al. 2022): BOS, a random segment, the same segment again.
+
+The second copy is predictable only by looking back to the token after the previous occurrence of
+the current token — the job of an induction head. Segment lengths vary per sequence; positions
+after the repeat are filled with fresh random tokens and left out of the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, model_validator
+
+from workbench.config import Config
+from workbench.tasks.base import Batch, next_token_batch
+
+BOS = 0
+
+
+class RepeatedTokensConfig(Config):
+    d_vocab: int = Field(64, ge=3, description="vocabulary incl. BOS (id 0)")
+    seq_len: int = Field(64, ge=3, description="tokens per sequence incl. BOS")
+    min_segment: int = Field(8, ge=1)
+    max_segment: int = Field(31, ge=1, description="at most (seq_len - 1) // 2")
+
+    @model_validator(mode="after")
+    def _check(self) -> RepeatedTokensConfig:
+        if self.min_segment > self.max_segment:
+            raise ValueError(f"task.min_segment={self.min_segment} exceeds task.max_segment={self.max_segment}")
+        if 2 * self.max_segment + 1 > self.seq_len:
+            raise ValueError(
+                f"task.max_segment={self.max_segment} does not fit twice in task.seq_len={self.seq_len} "
+                f"(need 2·max_segment + 1 ≤ seq_len)"
+            )
+        return self
+
+
+class RepeatedTokens:
+    def __init__(self, cfg: RepeatedTokensConfig):
+        self.cfg, self.d_vocab, self.seq_len = cfg, cfg.d_vocab, cfg.seq_len
+
+    def sample(self, batch: int, generator: torch.Generator) -> Batch:
+        c = self.cfg
+        seg = torch.randint(c.min_segment, c.max_segment + 1, (batch, 1), generator=generator)
+        fresh = torch.randint(1, c.d_vocab, (batch, c.seq_len), generator=generator)
+        pos = torch.arange(c.seq_len)[None, :]
+        in_repeat = (pos > seg) & (pos <= 2 * seg)  # positions 1..seg hold the segment, seg+1..2seg its copy
+        tokens = fresh.gather(1, torch.where(in_repeat, pos - seg, pos).expand(batch, -1))
+        tokens[:, 0] = BOS
+        # Targets at i are tokens[i + 1]: the first half predicts positions 2..seg, the repeat seg+1..2seg.
+        first_half = (pos >= 1) & (pos < seg)
+        repeat_half = (pos >= seg) & (pos < 2 * seg)
+        return next_token_batch(
+            tokens, first_half | repeat_half, segment=seg.squeeze(1), first_half=first_half, repeat_half=repeat_half
+        )

@@ -1,0 +1,72 @@
+"""Plotly figure builders shared by notebooks, dashboard and experiments. They return `go.Figure`
+and never show it; nothing here imports streamlit or ipywidgets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+
+def notebook_setup() -> None:
+    """Render figures interactively in JupyterLab *and* in exported HTML, with plotly.js embedded
+    (offline: no CDN), so shared executed notebooks show their figures."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+
+
+LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
+
+
+def attention_heatmap(
+    pattern: Tensor, labels: Sequence[str | int] | None = None, title: str = "attention"
+) -> go.Figure:
+    """Pattern `[q k]` as a heatmap; token labels on both axes, hover shows the weight."""
+    pattern = pattern.detach().float().cpu()
+    n = pattern.shape[0]
+    labels = [f"{i}:{t}" for i, t in enumerate(labels)] if labels is not None else [str(i) for i in range(n)]
+    fig = go.Figure(go.Heatmap(
+        z=pattern.numpy(), x=labels[: pattern.shape[1]], y=labels[:n], colorscale="Blues", zmin=0, zmax=1,
+        hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title=title, xaxis_title="key", yaxis_title="query", yaxis_autorange="reversed",
+                      width=560, height=520, **LAYOUT)
+    return fig
+
+
+def head_score_grid(scores: pd.DataFrame, score: str) -> go.Figure:
+    """Layer × head grid of one score column from `hooks.attention.head_scores`."""
+    grid = scores.pivot(index="layer", columns="head", values=score)
+    fig = go.Figure(go.Heatmap(
+        z=grid.values, x=[f"H{h}" for h in grid.columns], y=[f"L{layer}" for layer in grid.index],
+        colorscale="Viridis", text=grid.round(2).values, texttemplate="%{text}",
+        hovertemplate="%{y} %{x}<br>" + score + " %{z:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title=f"{score.replace('_', ' ')} score by head", height=120 + 60 * len(grid), **LAYOUT)
+    return fig
+
+
+def loss_by_position(losses: Tensor, boundaries: dict[str, int] | None = None) -> go.Figure:
+    """Mean loss at each position, with vertical markers (e.g. where the repeat starts)."""
+    values = losses.detach().float().cpu().tolist()
+    fig = go.Figure(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name="loss"))
+    for label, x in (boundaries or {}).items():
+        fig.add_vline(x=x - 0.5, line_dash="dash", annotation_text=label)
+    fig.update_layout(title="loss by position", xaxis_title="position", yaxis_title="loss (nats)", **LAYOUT)
+    return fig
+
+
+def training_curves(rows: list[dict], keys: Sequence[str]) -> go.Figure:
+    """One panel per metric key, against step; keys missing from the log are skipped."""
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig = make_subplots(rows=1, cols=max(1, len(keys)), subplot_titles=keys)
+    for i, key in enumerate(keys, start=1):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=key), row=1, col=i)
+        fig.update_xaxes(title_text="step", row=1, col=i)
+    fig.update_layout(title="training", showlegend=False, height=320, **LAYOUT)
+    return fig

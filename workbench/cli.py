@@ -94,11 +94,11 @@ def parser() -> argparse.ArgumentParser:
 def cmd_list(args) -> None:
     from workbench.experiments.runner import catalog
 
-    print(f"{'experiment':<14} {'paper':<58} shipped")
     for row in catalog():
-        print(f"{row['experiment']:<14} {row['paper']:<58} {row['shipped']}")
-        for line in row["criteria"].splitlines():
-            print(f"{'':<16}{line}")
+        print(f"{row['experiment']:<14} {row['title']} — {row['paper']}  [shipped: {row['shipped']}]")
+        for c in row["criteria"]:
+            value = "" if c["shipped value"] is None else f"  (shipped: {c['shipped value']:.4g})"
+            print(f"{'':<16}{c['criterion']}: {c['metric']} {c['needs']}{value}")
 
 
 def print_result(result: dict, as_json: bool) -> None:

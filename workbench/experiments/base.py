@@ -43,6 +43,10 @@ class Criterion:
     threshold: float
     reference: str
 
+    @property
+    def symbol(self) -> str:
+        return {">=": "≥", "<=": "≤", ">": ">", "<": "<"}[self.op]
+
     def check(self, metrics: dict[str, Any]) -> dict:
         value = metrics.get(self.metric)
         passed = value is not None and bool(_OPS[self.op](value, self.threshold))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import plotly.graph_objects as go
 import plotly.io as pio
 from torch import nn
 
@@ -80,6 +81,11 @@ def finish(exp: Experiment, cfg: ExperimentConfig, model: nn.Module, run_: Run, 
     return {**result, "run_dir": str(run_.path)}
 
 
+def saved_figures(run_dir: str | Path) -> dict[str, go.Figure]:
+    """The figures a finished run wrote to its figures/ folder."""
+    return {p.stem: pio.from_json(p.read_text()) for p in sorted(Path(run_dir).glob("figures/*.json"))}
+
+
 def make_result(exp: Experiment, cfg: ExperimentConfig, metrics: dict, mode: str, seconds: float,
                 command: str) -> dict:
     criteria = exp.check(metrics)
@@ -148,22 +154,23 @@ def ship(run_dir: str | Path, data_root: str | Path = "data") -> Path:
 
 
 def catalog(data_root: str | Path = DATA_ROOT) -> list[dict]:
-    """One row per registered experiment, with the verdict of its shipped result (if any)."""
+    """One row per registered experiment: its criteria, with the shipped result's values and verdict."""
     rows = []
     for name in names():
         exp, shipped = get(name), Path(data_root) / name / "result.json"
-        status, metrics = "not shipped", {}
+        status, measured = "not shipped", {}
         if shipped.exists():
             try:
                 result = read_json(shipped, "result")
-                status, metrics = ("pass" if result["passed"] else "FAIL"), result.get("metrics", {})
+                status = "pass" if result["passed"] else "FAIL"
+                measured = {c["name"]: c for c in result["criteria"]}
             except (ConfigError, KeyError, TypeError) as e:
                 status = f"unreadable: {e}"
-        rows.append({
-            "experiment": name, "title": exp.title, "paper": exp.paper, "claim": exp.claim, "shipped": status,
-            "criteria": "\n".join(f"{c.name}: {c.metric} {c.op} {c.threshold}" for c in exp.criteria),
-            "metrics": metrics,
-        })
+        criteria = [{"criterion": c.name, "metric": c.metric, "needs": f"{c.symbol} {c.threshold}",
+                     "shipped value": measured.get(c.name, {}).get("value"),
+                     "passed": measured.get(c.name, {}).get("passed")} for c in exp.criteria]
+        rows.append({"experiment": name, "title": exp.title, "paper": exp.paper, "claim": exp.claim,
+                     "shipped": status, "criteria": criteria})
     return rows
 
 

@@ -4,7 +4,7 @@ import streamlit as st
 
 from workbench import experiments
 from workbench.config import ConfigError
-from workbench.experiments.runner import run
+from workbench.experiments.runner import run, saved_figures
 from workbench.runs import DEFAULT_ROOT
 from workbench.viz import training_curves
 
@@ -35,3 +35,5 @@ if st.button("Train", type="primary"):
     st.dataframe([{k: c[k] for k in ("name", "metric", "op", "threshold", "value", "passed")}
                   for c in result["criteria"]], hide_index=True)
     st.caption(f"saved to `{result['run_dir']}`")
+    for key, fig in saved_figures(result["run_dir"]).items():
+        st.plotly_chart(fig, key=f"result-{key}")

@@ -1,0 +1,79 @@
+"""Drive the dashboard in headless Chromium: every page renders cleanly, controls change figures."""
+
+import pytest
+
+pytestmark = pytest.mark.browser
+TIMEOUT = 60_000
+
+
+def assert_clean(page):
+    """No Streamlit exception box and no traceback text anywhere on the page."""
+    assert page.locator('[data-testid="stException"]').count() == 0
+    body = page.inner_text("body")
+    assert "Traceback" not in body and "Error:" not in body, body[:2000]
+
+
+def wait_for_render(page):
+    page.wait_for_selector('[data-testid="stApp"]', timeout=TIMEOUT)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT)
+
+
+def test_home_on_a_cold_server_shows_catalog(server, page):
+    page.goto(server)  # first load of a freshly started server: the lazy-import race lived here
+    page.get_by_text("Catalog").wait_for(timeout=TIMEOUT)
+    page.get_by_text("induction").first.wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    assert page.get_by_text("Runs").count() >= 1
+
+
+def heatmap_state(page):
+    return page.evaluate("""() => {
+        const plot = document.querySelector('.js-plotly-plot');
+        return plot && plot.data ? JSON.stringify([plot.layout.title.text, plot.data[0].z]) : null;
+    }""")
+
+
+def choose(page, label, option):
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_attention_page_head_selector_changes_the_figure(server, page):
+    page.goto(f"{server}/attention")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    before = heatmap_state(page)
+    assert before and "head 0" in before
+    choose(page, "head", "1")
+    page.wait_for_function("(old) => { const p = document.querySelector('.js-plotly-plot');"
+                           " return p && p.layout.title.text.includes('head 1'); }", arg=before, timeout=TIMEOUT)
+    after = heatmap_state(page)
+    assert after != before
+    assert_clean(page)
+
+
+def test_attention_page_rejects_a_bad_prompt_readably(server, page):
+    page.goto(f"{server}/attention")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    page.get_by_text("typed token ids").click()
+    box = page.get_by_label("token ids (space separated)")
+    box.fill("1 2 banana")
+    box.press("Enter")
+    page.get_by_text("'banana' is not a token id").wait_for(timeout=TIMEOUT)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_train_page_runs_smoke_preset_with_progress(server, page):
+    page.goto(f"{server}/train")
+    page.get_by_role("button", name="Train").wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text("saved to").wait_for(timeout=120_000)
+    wait_for_render(page)
+    assert_clean(page)
+    assert page.locator(".js-plotly-plot").count() >= 1  # the live loss curve

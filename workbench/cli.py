@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 from workbench.config import ConfigError, parse_overrides
 from workbench.runs import DEFAULT_ROOT, REPO_ROOT
+from workbench.train import CheckpointError, TrainingDiverged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with `workbench resume RUN_DIR`", file=sys.stderr)
         return 130
-    except Exception as e:  # the training loop's own errors (e.g. divergence) arrive here
-        from workbench.train import TrainingDiverged
-
-        if isinstance(e, TrainingDiverged):
-            print(f"error: {e}", file=sys.stderr)
-            return 3
-        raise
+    except (TrainingDiverged, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
 
 
 def parser() -> argparse.ArgumentParser:
@@ -115,8 +112,6 @@ def print_result(result: dict, as_json: bool) -> None:
 def cmd_run(args) -> int:
     from workbench.experiments.runner import run, ship
 
-    if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise ConfigError(f"--seed {args.seed}: must lie in [0, 2**63 - 1]")
     result = run(args.experiment, mode=args.mode, overrides=parse_overrides(args.overrides), seed=args.seed,
                  out=args.out, command=args.command_line)
     if args.ship:
@@ -166,10 +161,12 @@ def cmd_notebooks(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
+    """Replace this process with the Streamlit server (exec), so signals reach the server itself."""
     app = REPO_ROOT / "apps" / "dashboard" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
            "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    return subprocess.call(cmd, cwd=REPO_ROOT)
+    os.chdir(REPO_ROOT)  # Streamlit reads .streamlit/config.toml from the working directory
+    os.execv(sys.executable, cmd)
 
 
 if __name__ == "__main__":

@@ -133,13 +133,20 @@ class Run:
         return data
 
     def log(self, row: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one row with a single O_APPEND write: a kill lands before or after it, never inside."""
+        fd = os.open(self.path / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(row) + "\n").encode())
+        finally:
+            os.close(fd)
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.path / "metrics.jsonl")
+
+    def remove_stale_temp_files(self) -> None:
+        """Temp files of writes that a kill interrupted (the renamed targets are intact)."""
+        for tmp in self.path.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def truncate_metrics(self, step: int) -> None:
         """On resume, drop rows logged after the checkpoint we continue from."""

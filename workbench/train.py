@@ -46,6 +46,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); earlier checkpoints are intact."""
+
+
 @dataclass
 class Progress:
     step: int
@@ -102,6 +106,15 @@ class Trainer:
         cfg, model = self.cfg, self.model
         model.train()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.progress_bar, leave=False)
+        try:
+            self._loop(bar)
+        finally:
+            bar.close()  # also on errors, so the error message gets a clean line
+        model.eval()
+        return model
+
+    def _loop(self, bar: tqdm) -> None:
+        cfg, model = self.cfg, self.model
         while self.step < cfg.steps:
             lr = lr_at(self.step, cfg)
             for group in self.optimizer.param_groups:
@@ -116,9 +129,6 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             self._after_step(loss.item(), lr, bar)
-        bar.close()
-        model.eval()
-        return model
 
     def _after_step(self, loss: float, lr: float, bar: tqdm) -> None:
         cfg, step = self.cfg, self.step
@@ -156,7 +166,12 @@ class Trainer:
         tensors["rng.data"] = self.generator.get_state()
         meta = {"format": CHECKPOINT_FORMAT, "step": str(self.step)}
         path = self.run.path / "checkpoints" / f"step-{self.step}.safetensors"
-        save_weights(tensors, path, metadata={"workbench": json.dumps(meta)})
+        try:
+            save_weights(tensors, path, metadata={"workbench": json.dumps(meta)})
+        except OSError as e:
+            last = self.run.checkpoints()
+            kept = f"last good checkpoint kept: {last[-1]}" if last else "no earlier checkpoint"
+            raise CheckpointError(f"{path}: checkpoint write failed ({e.strerror or e}); {kept}") from None
         for old in self.run.checkpoints()[: -self.cfg.keep_checkpoints]:
             if old != path:
                 old.unlink(missing_ok=True)

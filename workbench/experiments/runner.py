@@ -45,6 +45,10 @@ def run(
     try:
         model = exp.train(cfg, run_, callback=callback, progress_bar=progress_bar)
         return finish(exp, cfg, model, run_, mode, time.perf_counter() - start, command)
+    except BaseException:
+        if not run_.checkpoints():  # nothing to resume from: leave no half-written run behind
+            shutil.rmtree(run_.path, ignore_errors=True)
+        raise
     finally:
         run_.unlock()
 
@@ -61,6 +65,7 @@ def resume(run_dir: str | Path, callback: Callable[[Progress], None] | None = No
         raise ConfigError(f"{run_.path}: run already finished (result.json exists); nothing to resume")
     run_.lock()
     try:
+        run_.remove_stale_temp_files()
         latest = str(checkpoints[-1]) if checkpoints else None
         run_.truncate_metrics(int(checkpoints[-1].stem.split("-")[1]) if checkpoints else 0)
         start = time.perf_counter()

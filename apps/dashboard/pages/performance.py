@@ -1,0 +1,44 @@
+"""Performance: the latest `workbench bench` result (data/bench.json) and, if kept, its history (data/bench-*.json)."""
+
+import pandas as pd
+import streamlit as st
+
+from workbench.bench import load_history
+from workbench.runs import DATA_ROOT
+from workbench.viz import bench as figures
+
+st.title("Performance")
+st.caption("Our hooked model against a plain-PyTorch GPT and TransformerLens's TransformerBridge, measured "
+           "side by side in one `workbench bench` run.")
+
+results, errors = load_history(DATA_ROOT)
+for error in errors:
+    st.warning(f"Skipped a bench file: {error}")
+if not results:
+    st.info(f"No benchmark under `{DATA_ROOT}` yet: run `workbench bench` (or `workbench bench --quick`, seconds) "
+            "to write `data/bench.json`.")
+    st.stop()
+
+latest = next((r for r in reversed(results) if r["file"] == "bench.json"), results[-1])
+m = latest["machine"]
+st.markdown(f"**{latest['file']}** · {latest['timestamp']}{' · quick' if latest['quick'] else ''} · torch "
+            f"{m['torch_version']} · {m['threads']} threads on {m['cpu_count']} CPUs · {m['platform']}")
+
+st.header("Targets")
+st.table(pd.DataFrame(latest["targets"])[["name", "value", "op", "threshold", "passed"]].set_index("name"))
+
+st.header("Training step")
+st.plotly_chart(figures.train_ratios(latest), key="ratios")
+st.header("run_with_cache")
+st.plotly_chart(figures.cache_costs(latest), key="cache")
+st.header("MFU")
+st.plotly_chart(figures.mfu(latest), key="mfu")
+
+if len(results) > 1:
+    st.header("History")
+    st.plotly_chart(figures.ratio_history(results), key="history")
+
+missing = [f"{key}: {latest[key]['not_available']}" for key in ("eap_acdc", "codebook_overhead", "mamba_scan")
+           if "not_available" in latest.get(key, {})]
+if missing:
+    st.caption("Not measured yet — " + "; ".join(missing))

@@ -1,0 +1,186 @@
+"""The bad-input catalog: every case gives one line naming the field or file, a non-zero exit for
+the CLI, and no half-written run directory. Cases are data; one parametrised test runs them all."""
+
+import contextlib
+import errno
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench
+from tests.conftest import REPO
+from workbench.cli import main
+from workbench.hooks.attention import attention_patterns
+from workbench.models import ModelConfig, build_model
+from workbench.runs import list_runs
+from workbench.tasks import parse_token_ids
+
+SHIPPED = REPO / "data" / "induction"
+
+
+@dataclass
+class Case:
+    id: str
+    surface: str  # "cli" | "api" | "form"
+    action: object  # (tmp: Path, monkeypatch) -> None; must fail
+    message: str  # must appear in the one-line error
+    leaves_run: bool = False  # NaN with a good checkpoint: the resumable run is kept on purpose
+
+
+class Failed(Exception):
+    pass
+
+
+def cli(*argv):
+    def action(tmp, monkeypatch):
+        args = [a.replace("{tmp}", str(tmp)) for a in argv]
+        if args[0] == "run":
+            args += ["--out", str(tmp / "runs")]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(args)
+        if code == 0:
+            raise AssertionError(f"exit 0 for {args}")
+        lines = [line for line in err.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        assert len(errors) == 1 and lines[-1] == errors[0], lines  # progress bars above, one error line last
+        raise Failed(errors[0])
+    return action
+
+
+def saved(mutate):
+    """A copy of the shipped model under tmp/saved, broken by `mutate(dir)`, evaluated via the CLI."""
+    def action(tmp, monkeypatch):
+        target = tmp / "saved"
+        shutil.copytree(SHIPPED, target)
+        mutate(target)
+        cli("eval", str(target))(tmp, monkeypatch)
+    return action
+
+
+def edit_json(name, change):
+    def mutate(d):
+        data = json.loads((d / name).read_text())
+        change(data)
+        (d / name).write_text(json.dumps(data))
+    return mutate
+
+
+def truncate(d):
+    raw = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+
+
+def no_write_permission(tmp, monkeypatch):
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr("workbench.runs.tempfile.mkdtemp", denied)  # root ignores chmod, so simulate
+    cli("run", "induction", "--smoke")(tmp, monkeypatch)
+
+
+def disk_full(tmp, monkeypatch):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr("workbench.train.save_weights", full)
+    cli("run", "induction", "--smoke")(tmp, monkeypatch)
+
+
+def finished_run(tmp, monkeypatch):
+    result = workbench.run("induction", mode="smoke", out=tmp / "done", progress_bar=False)
+    cli("resume", result["run_dir"])(tmp, monkeypatch)
+
+
+def model_call(tokens):
+    def action(tmp, monkeypatch):
+        build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8))(tokens)
+    return action
+
+
+def form(text):
+    return lambda tmp, monkeypatch: parse_token_ids(text, d_vocab=64, n_ctx=64)
+
+
+CASES = [
+    Case("unknown experiment", "cli", cli("run", "inducton", "--smoke"), "unknown experiment 'inducton'"),
+    Case("unknown --set key", "cli", cli("run", "induction", "--set", "model.n_layrs=3"),
+         "unknown key 'n_layrs'"),
+    Case("mistyped section", "cli", cli("run", "induction", "--set", "modle.n_layers=3"), "unknown key 'modle'"),
+    Case("wrong type int", "cli", cli("run", "induction", "--set", "model.n_layers=three"), "model.n_layers"),
+    Case("wrong type bool", "cli", cli("run", "induction", "--set", "model.tied_embeddings=maybe"),
+         "model.tied_embeddings"),
+    Case("value not a section", "cli", cli("run", "induction", "--set", "seed.x=1"), "'seed' is a value, not a section"),
+    Case("negative size", "cli", cli("run", "induction", "--set", "model.d_model=-8"), "model.d_model"),
+    Case("zero size", "cli", cli("run", "induction", "--set", "train.batch_size=0"), "train.batch_size"),
+    Case("d_model not divisible", "cli", cli("run", "induction", "--set", "model.d_model=30"),
+         "model.d_model=30 is not divisible by model.n_heads=4"),
+    Case("sequence longer than n_ctx", "cli", cli("run", "induction", "--set", "task.seq_len=200",
+                                                  "--set", "task.max_segment=50"), "exceeds model.n_ctx"),
+    Case("unknown choice", "cli", cli("run", "induction", "--set", "model.positional=sinusoid"), "model.positional"),
+    Case("negative seed", "cli", cli("run", "induction", "--seed", "-1"), "seed"),
+    Case("seed out of range", "cli", cli("run", "induction", "--seed", str(2**64)), "seed"),
+    Case("--set without =", "cli", cli("run", "induction", "--set", "nokey"), "expected key=value"),
+    Case("eval missing directory", "cli", cli("eval", "{tmp}/nowhere"), "not a run directory"),
+    Case("zero-byte safetensors", "cli", saved(lambda d: (d / "model.safetensors").write_bytes(b"")), "0 bytes"),
+    Case("truncated safetensors", "cli", saved(truncate), "not a valid safetensors file"),
+    Case("missing safetensors", "cli", saved(lambda d: (d / "model.safetensors").unlink()), "weights file not found"),
+    Case("weights do not match config", "cli",
+         saved(edit_json("config.json", lambda c: c["config"]["model"].update(d_model=128))),
+         "weights do not match the config"),
+    Case("newer schema version", "cli", saved(edit_json("config.json", lambda c: c.update(schema_version=99))),
+         "schema_version 99 is not supported"),
+    Case("corrupt config.json", "cli", saved(lambda d: (d / "config.json").write_text("{'not': json")),
+         "not valid JSON"),
+    Case("pickle instead of safetensors", "cli",
+         saved(lambda d: (d / "model.safetensors").write_bytes(b"\x80\x04\x95\x00cos\nsystem\n")),
+         "not a valid safetensors file"),
+    Case("resume a finished run", "cli", finished_run, "already finished"),
+    Case("resume a non-run", "cli", cli("resume", "{tmp}"), "config.json"),
+    Case("no write permission", "cli", no_write_permission, "cannot create a run here (Permission denied)"),
+    Case("disk full on checkpoint", "cli", disk_full, "checkpoint write failed (No space left on device)"),
+    Case("NaN loss keeps last good checkpoint", "cli",
+         cli("run", "induction", "--smoke", "--set", "train.lr=1e30", "--set", "train.checkpoint_every=1",
+             "--set", "train.warmup_steps=0"),
+         "loss became nan at step 2; training stopped, last good checkpoint kept", leaves_run=True),
+    Case("unknown mode", "api", lambda t, m: workbench.run("induction", mode="fast"), "mode 'fast' unknown"),
+    Case("token ids outside vocab", "api", model_call(torch.tensor([[3, 25]])), "model.d_vocab=20"),
+    Case("sequence longer than n_ctx (api)", "api", model_call(torch.zeros(1, 9, dtype=torch.long)),
+         "exceeds model.n_ctx=8"),
+    Case("load_model on a file", "api", lambda t, m: workbench.load_model(SHIPPED / "result.json"),
+         "not a run directory"),
+    Case("layer out of range", "api", lambda t, m: attention_patterns(workbench.load_model(SHIPPED),
+                                                                      torch.zeros(1, 4, dtype=torch.long), [5]),
+         "layer 5 out of range"),
+    Case("empty prompt", "form", form(""), "prompt: empty"),
+    Case("blank prompt", "form", form("  \t "), "prompt: empty"),
+    Case("non-UTF-8 prompt", "form", form(b"\xc3\x28 1 2"), "not valid UTF-8"),
+    Case("non-integer token", "form", form("1 2 banana"), "'banana' is not a token id"),
+    Case("token outside vocabulary", "form", form("1 64"), "outside the vocabulary"),
+    Case("prompt longer than n_ctx", "form", form("1 " * 65), "exceed the model's n_ctx=64"),
+]
+
+
+def test_the_catalog_is_big_enough():
+    assert len(CASES) >= 25 and {c.surface for c in CASES} == {"cli", "api", "form"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.surface}: {c.id}")
+def test_bad_input(case, tmp_path, monkeypatch):
+    with pytest.raises(Exception) as info:
+        case.action(tmp_path, monkeypatch)
+    message = str(info.value)
+    assert isinstance(info.value, Failed | ValueError), f"{type(info.value).__name__}: {message}"
+    assert message.count("\n") == 0 and message, message
+    assert case.message in message
+    if case.surface == "cli":
+        assert message.startswith("error: ")
+    runs = list_runs(Path(tmp_path) / "runs")
+    if case.leaves_run:
+        [run] = runs
+        assert run.status == "interrupted" and "step-1.safetensors" in message
+    else:
+        assert runs == []

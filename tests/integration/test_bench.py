@@ -1,0 +1,104 @@
+"""`workbench bench --quick` end to end: structure and internal consistency only — never timing thresholds
+(speed belongs to the benchmark itself; a shared 2-core CI box is too noisy to assert it)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import plotly.graph_objects as go
+import pytest
+
+from workbench import bench
+from workbench.viz import bench as figures
+
+SECTIONS = ["machine", "settings", "train_step", "cache", "mfu", "catalog", "eap_acdc", "codebook_overhead",
+            "mamba_scan", "targets", "passed"]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    return bench.run_bench(quick=True, out=out, progress=False) | {"_out": str(out)}
+
+
+def positive(stats: dict) -> bool:
+    values = [stats[k] for k in ("median", "min", "max", "q1", "q3")] + stats["samples"]
+    return all(math.isfinite(v) and v > 0 for v in values) and stats["min"] <= stats["median"] <= stats["max"]
+
+
+def test_every_section_is_present_and_the_file_is_written(result):
+    for key in SECTIONS:
+        assert key in result, key
+    on_disk = json.loads(open(result["_out"]).read())
+    assert on_disk["timestamp"] == result["timestamp"] and on_disk["schema"] == bench.SCHEMA
+    assert on_disk["settings"]["threads"] == on_disk["machine"]["threads"] == 2
+    for key in ("cpu_count", "torch_version", "platform"):
+        assert on_disk["machine"][key]
+    for key in ("eap_acdc", "codebook_overhead", "mamba_scan"):
+        assert result[key] == {"not_available": bench.NOT_YET}
+    assert "skipped" in result["catalog"]
+
+
+def test_training_timings_are_positive_and_ratios_consistent(result):
+    assert result["train_step"]
+    for row in result["train_step"]:
+        assert row["n_params"]["ours"] == row["n_params"]["plain"]
+        s = row["seconds"]
+        assert positive(s["ours"]) and positive(s["plain"])
+        assert row["ratios"]["ours/plain"] == pytest.approx(s["ours"]["median"] / s["plain"]["median"])
+        assert row["ratios_min"]["ours/plain"] == pytest.approx(s["ours"]["min"] / s["plain"]["min"])
+        if "not_available" in s["bridge"]:
+            assert row["ratios"]["bridge/plain"] is None
+        else:
+            assert positive(s["bridge"])
+            assert row["ratios"]["bridge/plain"] == pytest.approx(s["bridge"]["median"] / s["plain"]["median"])
+
+
+def test_cache_costs_are_consistent(result):
+    variants = {v["variant"]: v for v in result["cache"]["variants"]}
+    assert list(variants) == list(bench.CACHE_VARIANTS)
+    forward = variants["forward"]["seconds"]["median"]
+    for v in variants.values():
+        assert positive(v["seconds"])
+        assert v["time_ratio"] == pytest.approx(v["seconds"]["median"] / forward)
+    assert variants["forward"]["cache_bytes"] == 0 and variants["1 name"]["names_cached"] == 1
+    # memory grows with what is cached: one tensor < the four patterns < everything
+    assert 0 < variants["1 name"]["cache_bytes"] < variants["hook_pattern"]["cache_bytes"] \
+        < variants["all hooks"]["cache_bytes"]
+
+
+def test_mfu_and_targets(result):
+    peak = result["mfu"]["peak"]["peak_flops_per_s"]
+    assert math.isfinite(peak) and peak > 0
+    for row in result["mfu"]["rows"]:
+        assert row["mfu"] == pytest.approx(row["flops_per_step"] / row["seconds_per_step"] / peak)
+        assert row["mfu"] > 0
+    assert len(result["targets"]) == len(result["train_step"]) + 1
+    for t in result["targets"]:
+        assert isinstance(t["passed"], bool) and t["passed"] == (t["value"] <= t["threshold"])
+    assert result["passed"] == all(t["passed"] for t in result["targets"])
+
+
+def test_format_table_mentions_each_section(result):
+    text = bench.format_table(result)
+    for needle in ("Training step", "run_with_cache", "MFU", "Catalog", "eap_acdc", "codebook_overhead",
+                   "mamba_scan", "Targets", result["train_step"][0]["config"]):
+        assert needle in text, needle
+
+
+def test_figures_have_data(result):
+    for build in (figures.train_ratios, figures.cache_costs, figures.mfu):
+        fig = build(result)
+        assert isinstance(fig, go.Figure) and fig.data and all(len(trace.y) for trace in fig.data)
+    history = figures.ratio_history([result, result | {"timestamp": "later"}])
+    assert len(history.data) == len(result["train_step"]) and len(history.data[0].y) == 2
+
+
+def test_history_loader_sorts_and_skips_bad_files(result, tmp_path):
+    (tmp_path / "bench.json").write_text(json.dumps(result))
+    (tmp_path / "bench-old.json").write_text(json.dumps(result | {"timestamp": "2000-01-01T00:00:00+00:00"}))
+    (tmp_path / "bench-broken.json").write_text("{")
+    results, errors = bench.load_history(tmp_path)
+    assert [r["file"] for r in results] == ["bench-old.json", "bench.json"]
+    assert len(errors) == 1 and "bench-broken.json" in errors[0]

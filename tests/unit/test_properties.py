@@ -1,0 +1,65 @@
+"""Property tests: task generators and config validation over random inputs."""
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from workbench.config import ConfigError
+from workbench.models import ModelConfig, build_model
+from workbench.tasks import BigramLanguage, BigramLanguageConfig, RepeatedTokens, RepeatedTokensConfig
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(d_vocab=st.integers(-2, 80), seq_len=st.integers(-2, 70), lo=st.integers(-1, 40), hi=st.integers(-1, 40),
+       batch=st.integers(1, 9), seed=st.integers(0, 2**32))
+def test_repeated_tokens_valid_or_field_named_error(d_vocab, seq_len, lo, hi, batch, seed):
+    try:
+        cfg = RepeatedTokensConfig.parse(dict(d_vocab=d_vocab, seq_len=seq_len, min_segment=lo, max_segment=hi))
+    except ConfigError as e:
+        assert any(f in str(e) for f in ("d_vocab", "seq_len", "min_segment", "max_segment")), str(e)
+        return
+    task = RepeatedTokens(cfg)
+    a, b = task.sample(batch, torch.Generator().manual_seed(seed)), task.sample(batch, torch.Generator().manual_seed(seed))
+    assert torch.equal(a.tokens, b.tokens) and a.tokens.shape == (batch, seq_len)
+    assert 0 <= a.tokens.min() and a.tokens.max() < d_vocab
+    seg = a.meta["segment"]
+    assert ((lo <= seg) & (seg <= hi)).all()
+    rows = torch.arange(batch)
+    for offset in range(lo):  # every row repeats at least its first min_segment tokens
+        assert torch.equal(a.tokens[rows, 1 + offset], a.tokens[rows, 1 + seg + offset])
+    assert a.loss_mask.sum(1).tolist() == (2 * seg - 1).tolist()
+
+
+@FAST
+@given(d_vocab=st.integers(2, 30), seq_len=st.integers(2, 40), batch=st.integers(1, 6), seed=st.integers(0, 2**32))
+def test_bigram_language_is_deterministic_and_follows_its_chain(d_vocab, seq_len, batch, seed):
+    task = BigramLanguage(BigramLanguageConfig(d_vocab=d_vocab, seq_len=seq_len))
+    a, b = task.sample(batch, torch.Generator().manual_seed(seed)), task.sample(batch, torch.Generator().manual_seed(seed))
+    assert torch.equal(a.tokens, b.tokens)
+    assert (task.transition[a.tokens[:, :-1], a.tokens[:, 1:]] > 0).all()
+
+
+model_fields = st.fixed_dictionaries({}, optional={
+    "n_layers": st.integers(-1, 3), "d_model": st.integers(-4, 48), "n_heads": st.integers(-1, 6),
+    "d_head": st.one_of(st.none(), st.integers(-1, 12)), "d_mlp": st.integers(-2, 40),
+    "act": st.sampled_from(["gelu", "relu", "silu", "tanh"]), "norm": st.sampled_from(["layer", "rms", "none", "batch"]),
+    "positional": st.sampled_from(["learned", "rotary", "alibi", "none", "sinusoid"]),
+    "mask": st.sampled_from(["causal", "bidirectional", "random"]), "tied_embeddings": st.booleans(),
+    "n_ctx": st.integers(-1, 16), "d_vocab": st.integers(-1, 20), "colour": st.just("blue"),
+})
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # ~30% valid
+@given(data=model_fields, seed=st.integers(0, 1000))
+def test_random_model_configs_build_and_run_or_fail_naming_a_field(data, seed):
+    try:
+        cfg = ModelConfig.parse(data)
+    except ConfigError as e:
+        assert any(key in str(e) for key in data), str(e)
+        return
+    model = build_model(cfg, seed=seed).eval()
+    tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx), generator=torch.Generator().manual_seed(seed))
+    logits = model(tokens)
+    assert logits.shape == (2, cfg.n_ctx, cfg.d_vocab) and torch.isfinite(logits).all()

@@ -5,6 +5,7 @@
     workbench resume RUN_DIR [--json]
     workbench runs [--out DIR]
     workbench eval RUN_DIR|data/EXP [--json]
+    workbench bench [--quick] [--json] [--catalog] [--out PATH]
     workbench notebooks [--execute] [--export html] [--quick]
     workbench dashboard [--host 127.0.0.1] [--port 8501]
 """
@@ -80,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--quick", action="store_true", help="quick mode instead of smoke")
     n.add_argument("--out", default="out/notebooks")
     n.set_defaults(func=cmd_notebooks)
+
+    b = sub.add_parser("bench", help="benchmark: our model vs plain PyTorch and TransformerBridge, cache costs, MFU")
+    b.add_argument("--quick", action="store_true", help="smallest config, few reps: seconds (what CI runs)")
+    b.add_argument("--json", action="store_true", help="print the result JSON as the last line")
+    b.add_argument("--catalog", action="store_true", help="also time every experiment's quick run (long)")
+    b.add_argument("--out", default=None, help="result JSON path (default: data/bench.json)")
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
     d.add_argument("--host", default="127.0.0.1")
@@ -158,6 +166,12 @@ def cmd_notebooks(args) -> int:
     for path in execute_all(REPO_ROOT / "notebooks", Path(args.out), mode=mode, export=args.export):
         print(f"executed → {path}")
     return 0
+
+
+def cmd_bench(args) -> int:
+    from workbench.bench import main as bench_main
+
+    return bench_main(args)
 
 
 def cmd_dashboard(args) -> int:

@@ -42,7 +42,8 @@ def describe_validation_error(e: ValidationError, where: str = "") -> str:
             msg = "unknown key"
         shown = err["loc"] and err["type"] not in ("extra_forbidden", "missing") and not isinstance(err["input"], dict)
         got = f" (got {err['input']!r})" if shown else ""
-        parts.append(f"{key}: {msg}{got}" if key else f"{msg}{got}")
+        named = key and not msg.startswith(key)  # model validators already name their fields
+        parts.append(f"{key}: {msg}{got}" if named else f"{msg}{got}")
     return "; ".join(parts)
 
 

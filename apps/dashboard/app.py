@@ -14,6 +14,7 @@ pages = {
         st.Page("pages/home.py", title="Home", default=True),
         st.Page("pages/attention.py", title="Attention"),
         st.Page("pages/train.py", title="Train"),
+        st.Page("pages/performance.py", title="Performance"),
     ]
 }
 st.navigation(pages).run()

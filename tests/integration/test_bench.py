@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
@@ -30,7 +31,7 @@ def positive(stats: dict) -> bool:
 def test_every_section_is_present_and_the_file_is_written(result):
     for key in SECTIONS:
         assert key in result, key
-    on_disk = json.loads(open(result["_out"]).read())
+    on_disk = json.loads(Path(result["_out"]).read_text())
     assert on_disk["timestamp"] == result["timestamp"] and on_disk["schema"] == bench.SCHEMA
     assert on_disk["settings"]["threads"] == on_disk["machine"]["threads"] == 2
     for key in ("cpu_count", "torch_version", "platform"):
@@ -102,3 +103,23 @@ def test_history_loader_sorts_and_skips_bad_files(result, tmp_path):
     results, errors = bench.load_history(tmp_path)
     assert [r["file"] for r in results] == ["bench-old.json", "bench.json"]
     assert len(errors) == 1 and "bench-broken.json" in errors[0]
+
+
+def test_catalog_section_records_each_experiment(result, monkeypatch):
+    from workbench.experiments import runner
+
+    calls = []
+
+    def fake_run(name, mode, out, progress_bar):
+        calls.append((name, mode, progress_bar))
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return {"passed": True}
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr("workbench.experiments.names", lambda: ["a", "b"])
+    rows = bench.bench_catalog()
+    assert calls == [("a", "quick", False), ("b", "quick", False)]
+    assert [(r["experiment"], r["passed"]) for r in rows] == [("a", True), ("b", False)]
+    assert "boom" in rows[1]["error"] and all(r["seconds"] >= 0 for r in rows)
+    assert "boom" in bench.format_table(result | {"catalog": {"experiments": rows}})

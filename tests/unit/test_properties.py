@@ -21,9 +21,10 @@ def test_repeated_tokens_valid_or_field_named_error(d_vocab, seq_len, lo, hi, ba
         assert any(f in str(e) for f in ("d_vocab", "seq_len", "min_segment", "max_segment")), str(e)
         return
     task = RepeatedTokens(cfg)
-    a, b = task.sample(batch, torch.Generator().manual_seed(seed)), task.sample(batch, torch.Generator().manual_seed(seed))
+    a = task.sample(batch, torch.Generator().manual_seed(seed))
+    b = task.sample(batch, torch.Generator().manual_seed(seed))
     assert torch.equal(a.tokens, b.tokens) and a.tokens.shape == (batch, seq_len)
-    assert 0 <= a.tokens.min() and a.tokens.max() < d_vocab
+    assert a.tokens.min() >= 0 and a.tokens.max() < d_vocab
     seg = a.meta["segment"]
     assert ((lo <= seg) & (seg <= hi)).all()
     rows = torch.arange(batch)
@@ -36,7 +37,8 @@ def test_repeated_tokens_valid_or_field_named_error(d_vocab, seq_len, lo, hi, ba
 @given(d_vocab=st.integers(2, 30), seq_len=st.integers(2, 40), batch=st.integers(1, 6), seed=st.integers(0, 2**32))
 def test_bigram_language_is_deterministic_and_follows_its_chain(d_vocab, seq_len, batch, seed):
     task = BigramLanguage(BigramLanguageConfig(d_vocab=d_vocab, seq_len=seq_len))
-    a, b = task.sample(batch, torch.Generator().manual_seed(seed)), task.sample(batch, torch.Generator().manual_seed(seed))
+    a = task.sample(batch, torch.Generator().manual_seed(seed))
+    b = task.sample(batch, torch.Generator().manual_seed(seed))
     assert torch.equal(a.tokens, b.tokens)
     assert (task.transition[a.tokens[:, :-1], a.tokens[:, 1:]] > 0).all()
 
@@ -44,7 +46,8 @@ def test_bigram_language_is_deterministic_and_follows_its_chain(d_vocab, seq_len
 model_fields = st.fixed_dictionaries({}, optional={
     "n_layers": st.integers(-1, 3), "d_model": st.integers(-4, 48), "n_heads": st.integers(-1, 6),
     "d_head": st.one_of(st.none(), st.integers(-1, 12)), "d_mlp": st.integers(-2, 40),
-    "act": st.sampled_from(["gelu", "relu", "silu", "tanh"]), "norm": st.sampled_from(["layer", "rms", "none", "batch"]),
+    "act": st.sampled_from(["gelu", "relu", "silu", "tanh"]),
+    "norm": st.sampled_from(["layer", "rms", "none", "batch"]),
     "positional": st.sampled_from(["learned", "rotary", "alibi", "none", "sinusoid"]),
     "mask": st.sampled_from(["causal", "bidirectional", "random"]), "tied_embeddings": st.booleans(),
     "n_ctx": st.integers(-1, 16), "d_vocab": st.integers(-1, 20), "colour": st.just("blue"),

@@ -16,7 +16,6 @@ import gc
 import json
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -249,31 +248,14 @@ def bench_cache(plan: Plan) -> dict:
     forward_s = seconds["forward"]["median"]
     variants = []
     for name, call in calls.items():
-        cache, peak = peak_rss_delta(call)
+        cache = call()
         variants.append({"variant": name, "names_cached": len(cache), "cache_bytes": cache_bytes(cache),
-                         "peak_rss_delta_bytes": peak, "seconds": seconds[name],
-                         "time_ratio": seconds[name]["median"] / forward_s})
+                         "seconds": seconds[name], "time_ratio": seconds[name]["median"] / forward_s})
     return {"config": CACHE_CONFIG.name, **config_fields(CACHE_CONFIG), "batch": plan.cache_shape[0],
             "seq": plan.cache_shape[1], "mode": "eval, torch.no_grad",
-            "peak_rss_note": "VmHWM after resetting it (/proc/self/clear_refs) minus VmRSS before the call; "
-                             "includes transient activations and allocator slack; null where unsupported",
+            # Memory is the bytes the cache holds. Process peak RSS was tried and dropped: VmHWM could not be
+            # reset on this VM, so it read 0 even for a 568 MB cache.
             "variants": variants}
-
-
-def _proc_status_kb(key: str) -> int:
-    return int(re.search(rf"^{key}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
-def peak_rss_delta(call: Callable[[], dict]) -> tuple[dict, int | None]:
-    """Run `call` once; the process's peak RSS growth during it (Linux only: resets VmHWM first)."""
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak-RSS watermark
-        before = _proc_status_kb("VmRSS")
-    except (OSError, AttributeError):
-        return call(), None
-    result = call()
-    return result, (_proc_status_kb("VmHWM") - before) * 1024
 
 
 def matmul_peak(plan: Plan) -> dict:
@@ -433,11 +415,10 @@ def _train_lines(result: dict) -> list[str]:
 def _cache_lines(result: dict) -> list[str]:
     c = result["cache"]
     lines = [f"run_with_cache ({c['config']}, {c['batch']}x{c['seq']}, {c['mode']})",
-             f"  {'variant':<14}{'names':>6}{'median s':>10}{'x forward':>11}{'cache MB':>10}{'peak RSS +MB':>14}"]
+             f"  {'variant':<14}{'names':>6}{'median s':>10}{'x forward':>11}{'cache MB':>10}"]
     for v in c["variants"]:
-        rss = "n/a" if v["peak_rss_delta_bytes"] is None else f"{v['peak_rss_delta_bytes'] / 2**20:.1f}"
         lines.append(f"  {v['variant']:<14}{v['names_cached']:>6}{_s(v['seconds']):>10}{v['time_ratio']:>11.3f}"
-                     f"{v['cache_bytes'] / 2**20:>10.1f}{rss:>14}")
+                     f"{v['cache_bytes'] / 2**20:>10.1f}")
     return lines
 
 

@@ -63,6 +63,11 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
+def checkpoint_step(path: Path) -> int:
+    """`.../step-1500.safetensors` → 1500."""
+    return int(path.stem.split("-")[1])
+
+
 class Run:
     """A run directory. Create with `Run.create`, reopen with `Run(path)`."""
 
@@ -155,7 +160,7 @@ class Run:
 
     def checkpoints(self) -> list[Path]:
         found = self.path.glob("checkpoints/step-*.safetensors")
-        return sorted(found, key=lambda p: int(p.stem.split("-")[1]))
+        return sorted(found, key=checkpoint_step)
 
     def result(self) -> dict | None:
         path = self.path / "result.json"

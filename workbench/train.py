@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import Config
 from workbench.models.io import load_state, load_weights, save_weights
-from workbench.runs import Run
+from workbench.runs import Run, checkpoint_step
 from workbench.tasks.base import Batch, Task
 
 CHECKPOINT_FORMAT = "workbench-checkpoint-1"
@@ -77,6 +77,11 @@ def token_losses(model: nn.Module, batch: Batch) -> Float[Tensor, "batch pos"]:
 def lm_loss(model: nn.Module, batch: Batch) -> Float[Tensor, ""]:
     losses = token_losses(model, batch)
     return (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
+
+
+def checkpoint_model_state(path: str | Path) -> dict[str, Tensor]:
+    """The model's state dict inside a trainer checkpoint (which also holds optimizer and RNG state)."""
+    return {k.removeprefix("model."): v for k, v in load_weights(path).items() if k.startswith("model.")}
 
 
 class Trainer:
@@ -179,7 +184,7 @@ class Trainer:
 
     def restore(self, path: str | Path) -> None:
         tensors = load_weights(path)
-        load_state(self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+        load_state(self.model, checkpoint_model_state(path), path)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         for i, p in enumerate(params):
             state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
@@ -187,4 +192,4 @@ class Trainer:
                 self.optimizer.state[p] = state
         torch.set_rng_state(tensors["rng.torch"])
         self.generator.set_state(tensors["rng.data"])
-        self.step = int(Path(path).stem.split("-")[1])
+        self.step = checkpoint_step(Path(path))

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import REPO
 from workbench.config import ConfigError
 from workbench.models.io import load_weights
-from workbench.runs import Run, list_runs, read_metrics
+from workbench.runs import Run, checkpoint_step, list_runs, read_metrics
 
 # Long enough to be killed twice; checkpoints often so kills land near (and sometimes inside) writes.
 ARGS = ["run", "induction", "--smoke", "--set", "train.steps=400", "--set", "train.checkpoint_every=20",
@@ -30,7 +30,7 @@ def wait_for_checkpoint(root, at_least, proc, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
         runs = [p for p in root.iterdir() if not p.name.startswith(".")] if root.exists() else []
-        if runs and any(int(c.stem.split("-")[1]) >= at_least for c in Run(runs[0]).checkpoints()):
+        if runs and any(checkpoint_step(c) >= at_least for c in Run(runs[0]).checkpoints()):
             return runs[0]
         assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()}"
         time.sleep(0.05)

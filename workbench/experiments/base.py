@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from workbench.config import Config, ConfigError, apply_overrides
-from workbench.models import ModelConfig, Transformer
+from workbench.models import ModelConfig, Transformer, build_model
 from workbench.runs import Run
 from workbench.tasks import Task
 from workbench.train import Progress, TrainConfig
@@ -82,8 +82,6 @@ class Experiment:
         return self.task(cfg).sample(1, torch.Generator().manual_seed(seed)).tokens
 
     def build(self, cfg: ExperimentConfig) -> nn.Module:
-        from workbench.models import build_model
-
         return build_model(cfg.model, seed=cfg.seed)
 
     def train(self, cfg: ExperimentConfig, run: Run | None, callback: Callable[[Progress], None] | None = None,

@@ -15,13 +15,13 @@ import plotly.io as pio
 from torch import nn
 
 import workbench
-from workbench.config import ConfigError, check_schema_version, read_json
+from workbench.config import ConfigError, read_json
 from workbench.experiments import get, names
 from workbench.experiments.base import Experiment, ExperimentConfig, Mode
-from workbench.models import ModelConfig, build_model
+from workbench.models import build_model
 from workbench.models.io import load_state, load_weights, save_weights
-from workbench.runs import DATA_ROOT, DEFAULT_ROOT, Run, list_runs, write_json
-from workbench.train import Progress
+from workbench.runs import DATA_ROOT, DEFAULT_ROOT, Run, checkpoint_step, list_runs, write_json
+from workbench.train import Progress, checkpoint_model_state
 
 SHIPPED_FILES = ("model.safetensors", "config.json", "result.json")
 
@@ -67,7 +67,7 @@ def resume(run_dir: str | Path, callback: Callable[[Progress], None] | None = No
     try:
         run_.remove_stale_temp_files()
         latest = str(checkpoints[-1]) if checkpoints else None
-        run_.truncate_metrics(int(checkpoints[-1].stem.split("-")[1]) if checkpoints else 0)
+        run_.truncate_metrics(checkpoint_step(checkpoints[-1]) if checkpoints else 0)
         start = time.perf_counter()
         model = exp.train(cfg, run_, callback=callback, resume_from=latest, progress_bar=progress_bar)
         return finish(exp, cfg, model, run_, header.get("mode", "?"), time.perf_counter() - start,
@@ -115,18 +115,16 @@ def load(path: str | Path) -> tuple[Experiment, ExperimentConfig, nn.Module]:
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{path}: not a run directory or data/<experiment> folder")
-    header = read_json(path / "config.json", "config")
-    check_schema_version(header, path / "config.json")
+    saved = Run(path)
+    header = saved.header
     exp = get(header.get("experiment", "?"))
     cfg = exp.Config.parse(header.get("config", {}), where=f"{path / 'config.json'}: config")
-    model = build_model(ModelConfig.parse(cfg.model.model_dump()))
-    weights = path / "model.safetensors"
-    if weights.exists() or not Run(path).checkpoints():
+    model = build_model(cfg.model)
+    weights, checkpoints = path / "model.safetensors", saved.checkpoints()
+    if weights.exists() or not checkpoints:
         load_state(model, load_weights(weights), weights)
-    else:  # unfinished run: take the model part of its latest checkpoint
-        latest = Run(path).checkpoints()[-1]
-        state = {k[6:]: v for k, v in load_weights(latest).items() if k.startswith("model.")}
-        load_state(model, state, latest)
+    else:  # unfinished run: the model part of its latest checkpoint
+        load_state(model, checkpoint_model_state(checkpoints[-1]), checkpoints[-1])
     return exp, cfg, model.eval()
 
 
@@ -143,12 +141,11 @@ def evaluate_saved(path: str | Path) -> dict:
     """Re-evaluate a saved model against its criteria. Reads only; writes nothing."""
     start = time.perf_counter()
     exp, cfg, model = load(path)
-    header = read_json(Path(path) / "config.json", "config")
-    return make_result(exp, cfg, exp.evaluate(model, cfg), header.get("mode", "?"), time.perf_counter() - start,
-                       f"workbench eval {path}")
+    mode = Run(path).header.get("mode", "?")
+    return make_result(exp, cfg, exp.evaluate(model, cfg), mode, time.perf_counter() - start, f"workbench eval {path}")
 
 
-def ship(run_dir: str | Path, data_root: str | Path = "data") -> Path:
+def ship(run_dir: str | Path, data_root: str | Path = DATA_ROOT) -> Path:
     """Copy a finished run's model, config and result into data/<experiment>/."""
     run_ = Run(run_dir)
     target = Path(data_root) / run_.header["experiment"]

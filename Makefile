@@ -1,5 +1,5 @@
 # Every target bootstraps .venv when missing: torch==2.13.0 first (the local CPU wheel; any other
-# torch spec pulls multi-GB CUDA builds), then the package with its dev extras.
+# torch spec pulls multi-GB CUDA builds), then the package with its dev and sweep (Ray) extras.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,sweep]'
 	touch $(STAMP)
 
 dashboard: $(STAMP)

@@ -5,6 +5,7 @@
     workbench resume RUN_DIR [--json]
     workbench runs [--out DIR]
     workbench eval RUN_DIR|data/EXP [--json]
+    workbench sweep EXP [--smoke|--quick|--full] --grid key=v1,v2 … [--out DIR] [--address ADDR] [--json]
     workbench bench [--quick] [--json] [--catalog] [--out PATH]
     workbench notebooks [--execute] [--export html] [--quick]
     workbench dashboard [--host 127.0.0.1] [--port 8501]
@@ -81,6 +82,20 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--quick", action="store_true", help="quick mode instead of smoke")
     n.add_argument("--out", default="out/notebooks")
     n.set_defaults(func=cmd_notebooks)
+
+    w = sub.add_parser("sweep", help="run an experiment over a grid of overrides in parallel (Ray)")
+    w.add_argument("experiment")
+    sweep_modes = w.add_mutually_exclusive_group()
+    for mode in ("smoke", "quick", "full"):
+        sweep_modes.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode)
+    w.set_defaults(mode="quick")
+    w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="values to sweep, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the product is run)")
+    w.add_argument("--seed", type=int)
+    w.add_argument("--out", default=str(DEFAULT_ROOT))
+    w.add_argument("--address", help="host:port of a running Ray cluster (default: a local one)")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(func=cmd_sweep)
 
     b = sub.add_parser("bench", help="benchmark: our model vs plain PyTorch and TransformerBridge, cache costs, MFU")
     b.add_argument("--quick", action="store_true", help="smallest config, few reps: seconds (what CI runs)")
@@ -165,6 +180,19 @@ def cmd_notebooks(args) -> int:
         return 0
     for path in execute_all(REPO_ROOT / "notebooks", Path(args.out), mode=mode, export=args.export):
         print(f"executed → {path}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from workbench.sweep import parse_grid, sweep
+
+    summary = sweep(args.experiment, args.mode, parse_grid(args.grid), out=args.out, address=args.address,
+                    seed=args.seed)
+    for r in summary["runs"]:
+        print(f"  [{'pass' if r['passed'] else 'FAIL'}] {r['overrides']} → {r['run_dir']} ({r['seconds']:.1f} s)")
+    print(f"{len(summary['runs'])} runs in {summary['seconds']:.1f} s")
+    if args.json:
+        print(json.dumps(summary, default=str))
     return 0
 
 

@@ -39,7 +39,7 @@ class Failed(Exception):
 def cli(*argv):
     def action(tmp, monkeypatch):
         args = [a.replace("{tmp}", str(tmp)) for a in argv]
-        if args[0] == "run":
+        if args[0] in ("run", "sweep"):
             args += ["--out", str(tmp / "runs")]
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -95,6 +95,13 @@ def finished_run(tmp, monkeypatch):
     cli("resume", result["run_dir"])(tmp, monkeypatch)
 
 
+def ray_timeout(tmp, monkeypatch):
+    def hangs(*a, **k):
+        raise TimeoutError("timed out")
+    monkeypatch.setattr("workbench.sweep.socket.create_connection", hangs)  # a black-holed host, simulated
+    cli("sweep", "induction", "--smoke", "--grid", "train.lr=1e-3", "--address", "127.0.0.1:6379")(tmp, monkeypatch)
+
+
 def model_call(tokens):
     def action(tmp, monkeypatch):
         build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8))(tokens)
@@ -148,6 +155,13 @@ CASES = [
          cli("run", "induction", "--smoke", "--set", "train.lr=1e30", "--set", "train.checkpoint_every=1",
              "--set", "train.warmup_steps=0"),
          "loss became nan at step 2; training stopped, last good checkpoint kept", leaves_run=True),
+    Case("unreachable Ray --address", "cli",
+         cli("sweep", "induction", "--smoke", "--grid", "train.lr=1e-3", "--address", "127.0.0.1:1"),
+         "--address 127.0.0.1:1: no Ray cluster reachable (Connection refused"),
+    Case("Ray --address times out", "cli", ray_timeout, "no Ray cluster reachable (timed out, waited up to 5 s)"),
+    Case("--grid without values", "cli", cli("sweep", "induction", "--grid", "train.lr"), "expected key=v1,v2"),
+    Case("unknown --grid key", "cli", cli("sweep", "induction", "--smoke", "--grid", "model.n_layrs=1,2"),
+         "unknown key 'n_layrs'"),
     Case("unknown mode", "api", lambda t, m: workbench.run("induction", mode="fast"), "mode 'fast' unknown"),
     Case("token ids outside vocab", "api", model_call(torch.tensor([[3, 25]])), "model.d_vocab=20"),
     Case("sequence longer than n_ctx (api)", "api", model_call(torch.zeros(1, 9, dtype=torch.long)),

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from workbench.config import ConfigError, parse_overrides
+from workbench.experiments.base import MODES
 from workbench.runs import DEFAULT_ROOT, REPO_ROOT
 from workbench.train import CheckpointError, TrainingDiverged
 
@@ -50,10 +51,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train an experiment and check its criteria")
     r.add_argument("experiment")
-    modes = r.add_mutually_exclusive_group()
-    for mode in ("smoke", "quick", "full"):
-        modes.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode)
-    r.set_defaults(mode="quick")
+    add_mode_flags(r)
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. --set model.n_layers=4 (repeatable)")
     r.add_argument("--seed", type=int)
@@ -85,10 +83,7 @@ def parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sweep", help="run an experiment over a grid of overrides in parallel (Ray)")
     w.add_argument("experiment")
-    sweep_modes = w.add_mutually_exclusive_group()
-    for mode in ("smoke", "quick", "full"):
-        sweep_modes.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode)
-    w.set_defaults(mode="quick")
+    add_mode_flags(w)
     w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="values to sweep, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the product is run)")
     w.add_argument("--seed", type=int)
@@ -109,6 +104,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8501)
     d.set_defaults(func=cmd_dashboard)
     return p
+
+
+def add_mode_flags(p: argparse.ArgumentParser) -> None:
+    """--smoke | --quick (default) | --full."""
+    modes = p.add_mutually_exclusive_group()
+    for mode in MODES:
+        modes.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode)
+    p.set_defaults(mode="quick")
 
 
 def cmd_list(args) -> None:
@@ -150,7 +153,8 @@ def cmd_resume(args) -> int:
     return 0
 
 
-def cmd_runs(args) -> None:
+def cmd_runs(args) -> int:
+    """List every run; unreadable ones are reported on stderr and make the exit code 1."""
     from workbench.runs import list_runs
 
     infos = list_runs(args.out)
@@ -158,8 +162,11 @@ def cmd_runs(args) -> None:
         print(f"no runs under {args.out}/")
     for info in infos:
         verdict = {True: "pass", False: "FAIL", None: ""}[info.passed]
-        print(f"{info.path.name:<44} {info.experiment:<12} {info.mode:<6} {info.status:<11} {verdict}"
-              + (f" {info.error}" if info.error else ""))
+        print(f"{info.path.name:<44} {info.experiment:<12} {info.mode:<6} {info.status:<11} {verdict}")
+    corrupt = [info for info in infos if info.error]
+    for info in corrupt:
+        print(f"error: {info.error}", file=sys.stderr)
+    return 1 if corrupt else 0
 
 
 def cmd_eval(args) -> int:

@@ -77,3 +77,11 @@ def test_train_page_runs_smoke_preset_with_progress(server, page):
     wait_for_render(page)
     assert_clean(page)
     assert page.locator(".js-plotly-plot").count() >= 1  # the live loss curve
+
+
+def test_performance_page_plots_the_shipped_bench(server, page):
+    page.goto(f"{server}/performance")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    assert page.locator(".js-plotly-plot").count() >= 3  # step ratios, cache costs, MFU

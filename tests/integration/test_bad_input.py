@@ -102,6 +102,12 @@ def ray_timeout(tmp, monkeypatch):
     cli("sweep", "induction", "--smoke", "--grid", "train.lr=1e-3", "--address", "127.0.0.1:6379")(tmp, monkeypatch)
 
 
+def corrupt_result(tmp, monkeypatch):
+    result = workbench.run("induction", mode="smoke", out=tmp / "other", progress_bar=False)
+    (Path(result["run_dir"]) / "result.json").write_text('{"passed": tru')
+    cli("runs", "--out", str(tmp / "other"))(tmp, monkeypatch)
+
+
 def model_call(tokens):
     def action(tmp, monkeypatch):
         build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8))(tokens)
@@ -148,6 +154,7 @@ CASES = [
          saved(lambda d: (d / "model.safetensors").write_bytes(b"\x80\x04\x95\x00cos\nsystem\n")),
          "not a valid safetensors file"),
     Case("resume a finished run", "cli", finished_run, "already finished"),
+    Case("corrupt result.json", "cli", corrupt_result, "result.json: result is not valid JSON"),
     Case("resume a non-run", "cli", cli("resume", "{tmp}"), "config.json"),
     Case("no write permission", "cli", no_write_permission, "cannot create a run here (Permission denied)"),
     Case("disk full on checkpoint", "cli", disk_full, "checkpoint write failed (No space left on device)"),

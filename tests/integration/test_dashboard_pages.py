@@ -25,7 +25,7 @@ def page(name):
     return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
 
 
-@pytest.mark.parametrize("name", ["home", "attention", "train"])
+@pytest.mark.parametrize("name", ["home", "attention", "train", "performance"])
 def test_every_page_renders_without_exception(name, runs_root):
     assert not page(name).exception
 

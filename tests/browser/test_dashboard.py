@@ -23,9 +23,9 @@ def test_home_on_a_cold_server_shows_catalog(server, page):
     page.goto(server)  # first load of a freshly started server: the lazy-import race lived here
     page.get_by_text("Catalog").wait_for(timeout=TIMEOUT)
     page.get_by_text("induction").first.wait_for(timeout=TIMEOUT)
+    page.get_by_role("heading", name="Runs").wait_for(timeout=TIMEOUT)  # the page's last section
     wait_for_render(page)
     assert_clean(page)
-    assert page.get_by_text("Runs").count() >= 1
 
 
 def heatmap_state(page):
@@ -81,7 +81,7 @@ def test_train_page_runs_smoke_preset_with_progress(server, page):
 
 def test_performance_page_plots_the_shipped_bench(server, page):
     page.goto(f"{server}/performance")
-    page.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=TIMEOUT)  # step ratios, cache costs, MFU
     wait_for_render(page)
     assert_clean(page)
-    assert page.locator(".js-plotly-plot").count() >= 3  # step ratios, cache costs, MFU
+    assert "ours/plain" in page.inner_text("body")

@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
     n = sub.add_parser("notebooks", help="execute the notebooks (and export them)")
     n.add_argument("--execute", action="store_true")
     n.add_argument("--export", choices=["html"])
-    n.add_argument("--quick", action="store_true", help="quick mode instead of smoke")
+    n.add_argument("--quick", action="store_true", help="train the quick preset instead of using the shipped model")
     n.add_argument("--out", default="out/notebooks")
     n.set_defaults(func=cmd_notebooks)
 
@@ -180,7 +180,7 @@ def cmd_eval(args) -> int:
 def cmd_notebooks(args) -> int:
     from workbench.notebooks import execute_all
 
-    mode = "quick" if args.quick else "smoke"
+    mode = "quick" if args.quick else "shipped"
     if not args.execute:
         for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
             print(path.relative_to(REPO_ROOT))

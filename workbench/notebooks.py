@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+TEMPLATES = Path(__file__).parent / "templates"  # nbconvert templates: "offline" loads nothing from CDNs
+
 
 def execute(notebook: str | Path, out_dir: str | Path, mode: str = "smoke", export: str | None = None,
             timeout: int = 600) -> Path:
@@ -19,7 +21,8 @@ def execute(notebook: str | Path, out_dir: str | Path, mode: str = "smoke", expo
     if export == "html":
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter().from_filename(str(executed))
+        exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="offline")
+        body, _ = exporter.from_filename(str(executed))
         executed.with_suffix(".html").write_text(body, encoding="utf-8")
     return executed
 

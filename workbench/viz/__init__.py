@@ -12,11 +12,21 @@ from torch import Tensor
 
 
 def notebook_setup() -> None:
-    """Render figures interactively in JupyterLab *and* in exported HTML, with plotly.js embedded
-    (offline: no CDN), so shared executed notebooks show their figures."""
+    """Render figures interactively in JupyterLab *and* in exported HTML, with plotly.js embedded once
+    and nothing fetched from a CDN, so shared executed notebooks show their figures offline."""
     import plotly.io as pio
+    from plotly.io._base_renderers import NotebookRenderer  # no public base for custom HTML renderers
 
-    pio.renderers.default = "plotly_mimetype+notebook"
+    class OfflineNotebookRenderer(NotebookRenderer):
+        """plotly's notebook renderer minus the MathJax script it loads from a CDN for every figure."""
+
+        def to_mimebundle(self, fig_dict):
+            html = pio.to_html(fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
+                               full_html=False, default_width="100%", default_height=525, validate=False)
+            return {"text/html": html}
+
+    pio.renderers["workbench_offline"] = OfflineNotebookRenderer()
+    pio.renderers.default = "plotly_mimetype+workbench_offline"
 
 
 LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
@@ -41,9 +51,11 @@ def attention_heatmap(
 def head_score_grid(scores: pd.DataFrame, score: str) -> go.Figure:
     """Layer × head grid of one score column from `hooks.attention.head_scores`."""
     grid = scores.pivot(index="layer", columns="head", values=score)
+    fraction = score != "entropy"  # attention fractions share one 0–1 scale, so noise never looks bright
     fig = go.Figure(go.Heatmap(
         z=grid.values, x=[f"H{h}" for h in grid.columns], y=[f"L{layer}" for layer in grid.index],
-        colorscale="Viridis", text=grid.round(2).values, texttemplate="%{text}",
+        colorscale="Viridis", zmin=0 if fraction else None, zmax=1 if fraction else None,
+        text=grid.round(2).values, texttemplate="%{text}",
         hovertemplate="%{y} %{x}<br>" + score + " %{z:.3f}<extra></extra>",
     ))
     fig.update_layout(title=f"{score.replace('_', ' ')} score by head", height=120 + 60 * len(grid), **LAYOUT)

@@ -79,9 +79,13 @@ def lm_loss(model: nn.Module, batch: Batch) -> Float[Tensor, ""]:
     return (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
 
 
-def checkpoint_model_state(path: str | Path) -> dict[str, Tensor]:
+def model_part(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     """The model's state dict inside a trainer checkpoint (which also holds optimizer and RNG state)."""
-    return {k.removeprefix("model."): v for k, v in load_weights(path).items() if k.startswith("model.")}
+    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def checkpoint_model_state(path: str | Path) -> dict[str, Tensor]:
+    return model_part(load_weights(path))
 
 
 class Trainer:
@@ -155,8 +159,8 @@ class Trainer:
                 self.callback(Progress(step, cfg.steps, loss, lr, metrics))
 
     def _divergence_message(self, value: float) -> str:
-        last = self.run.checkpoints()[-1] if self.run and self.run.checkpoints() else None
-        kept = f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
+        saved = self.run.checkpoints() if self.run else []
+        kept = f"last good checkpoint kept: {saved[-1]}" if saved else "no checkpoint was written yet"
         return (f"loss became {value} at step {self.step + 1}; training stopped, {kept}. "
                 f"Try a lower train.lr (now {self.cfg.lr}) or train.grad_clip")
 
@@ -184,7 +188,7 @@ class Trainer:
 
     def restore(self, path: str | Path) -> None:
         tensors = load_weights(path)
-        load_state(self.model, checkpoint_model_state(path), path)
+        load_state(self.model, model_part(tensors), path)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         for i, p in enumerate(params):
             state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}

@@ -3,6 +3,7 @@
     >>> import workbench
     >>> result = workbench.run("induction", mode="smoke")      # doctest: +SKIP
     >>> model = workbench.load_model("data/induction")          # doctest: +SKIP
+    >>> early = workbench.load_model("data/induction", step=workbench.snapshots("data/induction")[3])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -10,11 +11,18 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def load_model(path):
-    """A run directory or `data/<experiment>` → the trained model, ready in eval mode."""
+def load_model(path, variant: str | None = None, step: int | None = None, device: str | None = None):
+    """A run directory or `data/<experiment>` → the trained model (a variant's, a snapshot's), in eval mode."""
     from workbench.experiments.runner import load
 
-    return load(path)[2]
+    return load(path, variant=variant, step=step, device=device).model
+
+
+def snapshots(path, variant: str | None = None) -> list[int]:
+    """The training steps at which a saved run kept model snapshots."""
+    from workbench.experiments.runner import snapshots as _snapshots
+
+    return _snapshots(path, variant)
 
 
 def run(experiment: str, mode: str = "quick", **kwargs):
@@ -25,7 +33,7 @@ def run(experiment: str, mode: str = "quick", **kwargs):
 
 
 def load_experiment(experiment: str, mode: str = "shipped", **kwargs):
-    """(experiment, config, model): the shipped model, or a freshly trained preset."""
+    """`Loaded(experiment, config, model)`: the shipped model, or a freshly trained preset."""
     from workbench.experiments.runner import load_experiment as _load
 
     return _load(experiment, mode=mode, **kwargs)

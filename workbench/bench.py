@@ -5,7 +5,7 @@ timing thresholds. Everything is measured in one process, side by side, with war
 repetitions, implementations interleaved so that background load hits them alike; results carry
 median, min, max and IQR, the machine, and the targets with pass/fail.
 
-    result = run_bench(quick=True)        # what CI runs (seconds); writes data/bench.json
+    result = run_bench(quick=True, out="data/bench.json")   # what CI runs (seconds)
     print(format_table(result))
 """
 
@@ -32,10 +32,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from workbench.models import ModelConfig, build_model
-from workbench.runs import DATA_ROOT, write_json
+from workbench.runs import data_root, write_json
 
 SCHEMA = "workbench-bench-1"
-DEFAULT_OUT = DATA_ROOT / "bench.json"
 D_VOCAB, N_CTX = 64, 256
 OURS_PLAIN_TARGET = 1.05  # hook points that nobody hooks should cost ≤ 5 % of a training step
 CACHE_TARGET = 1.1  # caching one activation should cost ≤ 10 % over a plain forward
@@ -330,9 +329,9 @@ def machine_info(threads: int) -> dict:
             "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
-def run_bench(quick: bool = False, out: str | Path | None = DEFAULT_OUT, threads: int = 2, progress: bool = True,
+def run_bench(quick: bool = False, out: str | Path | None = None, threads: int = 2, progress: bool = True,
               catalog: bool = False) -> dict:
-    """Run every measurement in this process and return the result (also written to `out` unless None)."""
+    """Run every measurement in this process and return the result (also written to `out` if given)."""
     plan, previous_threads, started = make_plan(quick), torch.get_num_threads(), time.perf_counter()
     torch.set_num_threads(threads)  # fixed and recorded: timings are meaningless without it
     try:
@@ -450,10 +449,10 @@ def _other_lines(result: dict) -> list[str]:
 
 
 # --- files and the command ---
-def load_history(root: str | Path = DATA_ROOT) -> tuple[list[dict], list[str]]:
+def load_history(root: str | Path | None = None) -> tuple[list[dict], list[str]]:
     """bench.json and bench-*.json under root, oldest first; unreadable files come back as messages."""
     results, errors, seen = [], [], set()
-    for path in sorted(Path(root).glob("bench*.json")):
+    for path in sorted(Path(root or data_root()).glob("bench*.json")):
         if path.name != "bench.json" and not path.name.startswith("bench-"):
             continue
         try:
@@ -472,7 +471,7 @@ def load_history(root: str | Path = DATA_ROOT) -> tuple[list[dict], list[str]]:
 def main(args) -> int:
     """`workbench bench [--quick] [--json] [--catalog] [--out PATH]`. Targets are reported, never an exit code:
     a noisy machine is not a failure."""
-    out = args.out if args.out else DEFAULT_OUT
+    out = args.out if args.out else data_root() / "bench.json"
     result = run_bench(quick=args.quick, out=out, catalog=args.catalog)
     print(format_table(result))
     print(f"→ {out}")

@@ -1,10 +1,12 @@
 """The `workbench` command. Errors are one clear line on stderr and a non-zero exit.
 
+    workbench [--root DIR] COMMAND …     (--root: where runs/ and data/ live; default: the current project)
     workbench list
-    workbench run EXP [--smoke|--quick|--full] [--set key=value …] [--seed N] [--out DIR] [--json] [--ship]
-    workbench resume RUN_DIR [--json]
+    workbench run EXP [--smoke|--quick|--full] [--set key=value …] [--seed N] [--out DIR] [--json]
+                      [--ship [--allow-failed]]
+    workbench resume RUN_DIR [--json] [--device cpu|cuda|mps|auto]
     workbench runs [--out DIR]
-    workbench eval RUN_DIR|data/EXP [--json]
+    workbench eval RUN_DIR|data/EXP [--json] [--device …]
     workbench sweep EXP [--smoke|--quick|--full] --grid key=v1,v2 … [--out DIR] [--address ADDR] [--json]
     workbench bench [--quick] [--json] [--catalog] [--out PATH]
     workbench notebooks [--execute] [--export html] [--quick]
@@ -22,14 +24,21 @@ from pathlib import Path
 
 from workbench.config import ConfigError, parse_overrides
 from workbench.experiments.base import MODES
-from workbench.runs import DEFAULT_ROOT, REPO_ROOT
+from workbench.runs import home, runs_root
 from workbench.train import CheckpointError, TrainingDiverged
+
+# Dashboard server settings, passed as flags so an installed wheel serves the same way as a checkout.
+STREAMLIT_SETTINGS = {"server.headless": "true", "server.enableXsrfProtection": "true",
+                      "server.runOnSave": "false", "browser.gatherUsageStats": "false",
+                      "client.toolbarMode": "minimal"}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.command_line = "workbench " + shlex.join(argv)
+    if args.root:  # one switch for every location below: runs, data, notebooks
+        os.environ["WORKBENCH_HOME"] = str(Path(args.root).resolve())
     try:
         return args.func(args) or 0
     except ConfigError as e:
@@ -45,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="Look inside small transformers.")
+    p.add_argument("--root", help="workbench home holding runs/ and data/ (default: $WORKBENCH_HOME, else the "
+                                  "current project: the nearest folder up with pyproject.toml or .git)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="the experiment catalog").set_defaults(func=cmd_list)
@@ -55,23 +66,26 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. --set model.n_layers=4 (repeatable)")
     r.add_argument("--seed", type=int)
-    r.add_argument("--out", default=str(DEFAULT_ROOT), help="run registry root (default: runs/)")
+    r.add_argument("--out", help="run registry root (default: runs/ in the workbench home)")
     r.add_argument("--json", action="store_true", help="print the result JSON as the last line")
-    r.add_argument("--ship", action="store_true", help="copy model, config and result into data/EXP/")
+    r.add_argument("--ship", action="store_true", help="copy models, snapshots and result into data/EXP/")
+    r.add_argument("--allow-failed", action="store_true", help="with --ship: ship even if a criterion failed")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("resume", help="continue an interrupted run")
     s.add_argument("run_dir")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--device", choices=["cpu", "cuda", "mps", "auto"], help="continue on another device")
     s.set_defaults(func=cmd_resume)
 
-    ls = sub.add_parser("runs", help="list runs")
-    ls.add_argument("--out", default=str(DEFAULT_ROOT))
+    ls = sub.add_parser("runs", help="list runs, newest first")
+    ls.add_argument("--out", help="run registry root (default: runs/ in the workbench home)")
     ls.set_defaults(func=cmd_runs)
 
-    e = sub.add_parser("eval", help="re-evaluate a saved model against its criteria (writes nothing)")
+    e = sub.add_parser("eval", help="re-evaluate a saved model (every variant) against its criteria (writes nothing)")
     e.add_argument("path")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--device", choices=["cpu", "cuda", "mps", "auto"])
     e.set_defaults(func=cmd_eval)
 
     n = sub.add_parser("notebooks", help="execute the notebooks (and export them)")
@@ -87,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="values to sweep, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the product is run)")
     w.add_argument("--seed", type=int)
-    w.add_argument("--out", default=str(DEFAULT_ROOT))
+    w.add_argument("--out", help="run registry root (default: runs/ in the workbench home)")
     w.add_argument("--address", help="host:port of a running Ray cluster (default: a local one)")
     w.add_argument("--json", action="store_true")
     w.set_defaults(func=cmd_sweep)
@@ -140,29 +154,32 @@ def cmd_run(args) -> int:
 
     result = run(args.experiment, mode=args.mode, overrides=parse_overrides(args.overrides), seed=args.seed,
                  out=args.out, command=args.command_line)
-    if args.ship:
-        print(f"shipped to {ship(result['run_dir'])}")
     print_result(result, args.json)
-    return 0
+    if args.ship:
+        print(f"shipped to {ship(result['run_dir'], allow_failed=args.allow_failed)}")
+    return 0 if result["passed"] else 1
 
 
 def cmd_resume(args) -> int:
     from workbench.experiments.runner import resume
 
-    print_result(resume(args.run_dir), args.json)
-    return 0
+    result = resume(args.run_dir, device=args.device)
+    print_result(result, args.json)
+    return 0 if result["passed"] else 1
 
 
 def cmd_runs(args) -> int:
     """List every run; unreadable ones are reported on stderr and make the exit code 1."""
     from workbench.runs import list_runs
 
-    infos = list_runs(args.out)
+    root = args.out or runs_root()
+    infos = list_runs(root)
     if not infos:
-        print(f"no runs under {args.out}/")
+        print(f"no runs under {root}/")
     for info in infos:
         verdict = {True: "pass", False: "FAIL", None: ""}[info.passed]
-        print(f"{info.path.name:<44} {info.experiment:<12} {info.mode:<6} {info.status:<11} {verdict}")
+        variants = f"  variants: {', '.join(info.variants)}" if info.variants else ""
+        print(f"{info.path.name:<44} {info.experiment:<12} {info.mode:<6} {info.status:<11} {verdict:<4}{variants}")
     corrupt = [info for info in infos if info.error]
     for info in corrupt:
         print(f"error: {info.error}", file=sys.stderr)
@@ -172,7 +189,7 @@ def cmd_runs(args) -> int:
 def cmd_eval(args) -> int:
     from workbench.experiments.runner import evaluate_saved
 
-    result = evaluate_saved(args.path)
+    result = evaluate_saved(args.path, device=args.device)
     print_result(result, args.json)
     return 0 if result["passed"] else 1
 
@@ -181,11 +198,12 @@ def cmd_notebooks(args) -> int:
     from workbench.notebooks import execute_all
 
     mode = "quick" if args.quick else "shipped"
+    folder = home() / "notebooks"
     if not args.execute:
-        for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
-            print(path.relative_to(REPO_ROOT))
+        for path in sorted(folder.glob("*.ipynb")):
+            print(path.relative_to(home()))
         return 0
-    for path in execute_all(REPO_ROOT / "notebooks", Path(args.out), mode=mode, export=args.export):
+    for path in execute_all(folder, Path(args.out), mode=mode, export=args.export):
         print(f"executed → {path}")
     return 0
 
@@ -210,12 +228,17 @@ def cmd_bench(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    """Replace this process with the Streamlit server (exec), so signals reach the server itself."""
-    app = REPO_ROOT / "apps" / "dashboard" / "app.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
-           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    os.chdir(REPO_ROOT)  # Streamlit reads .streamlit/config.toml from the working directory
-    os.execv(sys.executable, cmd)
+    """Replace this process with the Streamlit server (exec), so signals reach the server itself.
+    The app ships inside the package; the workbench home travels in $WORKBENCH_HOME."""
+    os.execv(sys.executable, dashboard_command(args.host, args.port))
+
+
+def dashboard_command(host: str, port: int) -> list[str]:
+    app = Path(__file__).parent / "dashboard" / "app.py"
+    settings = {"server.address": host, "server.port": str(port), **STREAMLIT_SETTINGS}
+    os.environ.setdefault("WORKBENCH_HOME", str(home()))  # pages see the same runs/ and data/ as this command
+    return [sys.executable, "-m", "streamlit", "run", str(app),
+            *[arg for key, value in settings.items() for arg in (f"--{key}", value)]]
 
 
 if __name__ == "__main__":

@@ -55,27 +55,48 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
-    """Return a copy of `cfg` with dotted keys (`model.n_layers`) set; unknown keys are errors."""
+def apply_overrides(cfg: C, overrides: dict[str, Any], label: str = "--set") -> C:
+    """Return a copy of `cfg` with dotted keys (`model.n_layers`) set; unknown keys are errors.
+    Inside a free-form dict field (e.g. `variants.<name>.model.x`) missing levels are created."""
     data = cfg.model_dump()
     for dotted, value in overrides.items():
-        node, model_cls = data, type(cfg)
+        node, model_cls, free = data, type(cfg), False
         *parents, leaf = dotted.split(".")
-        for i, part in enumerate([*parents, leaf]):
-            fields = model_cls.model_fields if model_cls else {}
-            if part not in fields:
-                prefix = ".".join([*parents, leaf][:i])
-                allowed = ", ".join(sorted(fields)) or "none"
-                where = f" in '{prefix}'" if prefix else ""
-                raise ConfigError(f"--set {dotted}: unknown key '{part}'{where}; known keys: {allowed}")
-            if part != leaf or i < len(parents):
-                annotation = fields[part].annotation
-                model_cls = annotation if isinstance(annotation, type) and issubclass(annotation, Config) else None
-                if not isinstance(node.get(part), dict):
-                    raise ConfigError(f"--set {dotted}: '{part}' is a value, not a section")
-                node = node[part]
+        for i, part in enumerate(parents):
+            if free:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{label} {dotted}: '{part}' is a value, not a section")
+                continue
+            fields = check_key(model_cls, part, dotted, ".".join(parents[:i]), label)
+            annotation = fields[part].annotation
+            model_cls = annotation if isinstance(annotation, type) and issubclass(annotation, Config) else None
+            free = model_cls is None and getattr(annotation, "__origin__", None) is dict
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{label} {dotted}: '{part}' is a value, not a section")
+            node = node[part]
+        if not free:
+            check_key(model_cls, leaf, dotted, ".".join(parents), label)
         node[leaf] = parse_value(value) if isinstance(value, str) else value
     return type(cfg).parse(data)
+
+
+def check_key(model_cls: type[Config] | None, part: str, dotted: str, prefix: str, label: str) -> dict:
+    fields = model_cls.model_fields if model_cls else {}
+    if part not in fields:
+        allowed = ", ".join(sorted(fields)) or "none"
+        where = f" in '{prefix}'" if prefix else ""
+        raise ConfigError(f"{label} {dotted}: unknown key '{part}'{where}; known keys: {allowed}")
+    return fields
+
+
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"model": {"n_layers": 3}}` → `{"model.n_layers": 3}` (lists and scalars are leaves)."""
+    flat = {}
+    for key, value in nested.items():
+        dotted = f"{prefix}{key}"
+        flat.update(flatten(value, dotted + ".") if isinstance(value, dict) else {dotted: value})
+    return flat
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

@@ -1,12 +1,20 @@
 """Run registry: one directory per run, written atomically, guarded by a lock.
 
     runs/<experiment>-<YYYYmmdd-HHMMSS>-<hash>/
-        config.json      {"schema_version", "experiment", "mode", "command", "config"}
+        config.json      {"schema_version", "experiment", "mode", "command", "created", "config"}
         metrics.jsonl    one JSON object per logged step
-        checkpoints/     step-N.safetensors (model + optimizer + RNG; metadata JSON)
+        checkpoints/     step-N.safetensors (model + optimizer + RNG; metadata JSON), pruned
+        snapshots/       step-N.safetensors (model only, log-spaced steps), kept
+        model.safetensors  the trained model, written when training ends
+        variants/<name>/ for experiments that train several models: the four entries above, per variant
         result.json      written last: its presence means the run finished
         figures/         plotly figures as JSON
         run.lock         held (flock) by the process writing the run
+
+Where runs and shipped data live is explicit, never derived from where the package is installed:
+`$WORKBENCH_HOME` (the CLI's `--root` sets it), else the current project — the nearest ancestor of the
+working directory holding `pyproject.toml` or `.git` — else the working directory. `$WORKBENCH_RUNS` and
+`$WORKBENCH_DATA` override the two folders one by one.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -24,14 +33,29 @@ from typing import Any
 
 from workbench.config import SCHEMA_VERSION, ConfigError, check_schema_version, read_json
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ROOT = Path(os.environ.get("WORKBENCH_RUNS", REPO_ROOT / "runs"))
-DATA_ROOT = Path(os.environ.get("WORKBENCH_DATA", REPO_ROOT / "data"))
+STEP_FILE = re.compile(r"step-(\d+)\.safetensors")
+
+
+def home() -> Path:
+    """The workbench home: $WORKBENCH_HOME, else the current project, else the working directory."""
+    if os.environ.get("WORKBENCH_HOME"):
+        return Path(os.environ["WORKBENCH_HOME"]).resolve()
+    cwd = Path.cwd().resolve()
+    return next((d for d in (cwd, *cwd.parents) if (d / "pyproject.toml").is_file() or (d / ".git").exists()), cwd)
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("WORKBENCH_RUNS") or home() / "runs")
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("WORKBENCH_DATA") or home() / "data")
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -63,16 +87,19 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
-def checkpoint_step(path: Path) -> int:
-    """`.../step-1500.safetensors` → 1500."""
-    return int(path.stem.split("-")[1])
+def step_files(folder: Path) -> dict[int, Path]:
+    """`step-N.safetensors` files in `folder` by step, sorted; other names (`step-x…`) are ignored."""
+    found = {int(m.group(1)): p for p in folder.glob("step-*.safetensors") if (m := STEP_FILE.fullmatch(p.name))}
+    return dict(sorted(found.items()))
 
 
 class Run:
-    """A run directory. Create with `Run.create`, reopen with `Run(path)`."""
+    """A run directory. Create with `Run.create`, reopen with `Run(path)`; `run.variant(name)` is the
+    sub-run of one variant (its own metrics, checkpoints, snapshots and model; header and lock shared)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, parent: Run | None = None):
         self.path = Path(path)
+        self.parent = parent
         self._lock_fd: int | None = None
 
     @classmethod
@@ -89,7 +116,8 @@ class Run:
         tmp = Path(probe)
         (tmp / "checkpoints").mkdir()
         (tmp / "figures").mkdir()
-        header = {"schema_version": SCHEMA_VERSION, "experiment": experiment, "mode": mode, "command": command}
+        header = {"schema_version": SCHEMA_VERSION, "experiment": experiment, "mode": mode, "command": command,
+                  "created": time.time()}
         write_json(tmp / "config.json", {**header, "config": config})
         final = root / name
         os.rename(tmp, final)
@@ -131,8 +159,17 @@ class Run:
             os.close(fd)
 
     # --- contents ---
+    def variant(self, name: str) -> Run:
+        return Run(self.path / "variants" / name, parent=self)
+
+    def variants(self) -> list[str]:
+        """Names of the variants this run holds (from its config), in training order; [] for a single model."""
+        return list(self.header.get("config", {}).get("variants", {}) or {})
+
     @property
     def header(self) -> dict:
+        if self.parent is not None:
+            return self.parent.header
         data = read_json(self.path / "config.json", "run config")
         check_schema_version(data, self.path / "config.json")
         return data
@@ -159,8 +196,11 @@ class Run:
         atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
     def checkpoints(self) -> list[Path]:
-        found = self.path.glob("checkpoints/step-*.safetensors")
-        return sorted(found, key=checkpoint_step)
+        return list(step_files(self.path / "checkpoints").values())
+
+    def snapshots(self) -> dict[int, Path]:
+        """Model-only snapshots by training step."""
+        return step_files(self.path / "snapshots")
 
     def result(self) -> dict | None:
         path = self.path / "result.json"
@@ -171,7 +211,11 @@ class Run:
             return "running"
         if (self.path / "result.json").exists():
             return "done"
-        return "interrupted" if self.checkpoints() else "failed"
+        return "interrupted" if self.resumable() else "failed"
+
+    def resumable(self) -> bool:
+        """Has it a checkpoint (its own or a variant's) to continue from?"""
+        return bool(self.checkpoints()) or any(self.variant(v).checkpoints() for v in self.variants())
 
 
 @dataclass
@@ -182,22 +226,34 @@ class RunInfo:
     status: str
     passed: bool | None
     error: str | None = None
+    variants: list[str] | None = None
 
 
-def list_runs(root: str | Path = DEFAULT_ROOT) -> list[RunInfo]:
-    """Every run under `root`, newest first; a corrupt run is listed with its error, never raised."""
-    root = Path(root)
+def created(path: Path) -> float:
+    """When a run was created: its header's time, else its config.json's (or folder's) modification time."""
+    try:
+        return float(json.loads((path / "config.json").read_text())["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        target = path / "config.json"
+        return (target if target.exists() else path).stat().st_mtime
+
+
+def list_runs(root: str | Path | None = None) -> list[RunInfo]:
+    """Every run under `root` (default: runs_root()), newest first; a corrupt run is listed with its error."""
+    root = Path(root or runs_root())
     if not root.is_dir():
         return []
     infos = []
-    for path in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
+    for path in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=created,
+                       reverse=True):
         run = Run(path)
         try:
             header = run.header
             status = run.status()
             result = run.result() if status == "done" else None
             passed = result.get("passed") if result else None
-            infos.append(RunInfo(path, header["experiment"], header.get("mode", "?"), status, passed))
-        except (ConfigError, KeyError, OSError) as e:
+            infos.append(RunInfo(path, header["experiment"], header.get("mode", "?"), status, passed,
+                                 variants=run.variants()))
+        except (ConfigError, KeyError, OSError, AttributeError, TypeError) as e:
             infos.append(RunInfo(path, "?", "?", "corrupt", None, str(e)))
     return infos

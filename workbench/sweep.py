@@ -17,7 +17,7 @@ from pathlib import Path
 
 from workbench.config import ConfigError
 from workbench.experiments import get
-from workbench.runs import DEFAULT_ROOT, write_json
+from workbench.runs import runs_root, write_json
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -65,10 +65,10 @@ def _run_one(name: str, mode: str, overrides: dict, seed: int | None, out: str) 
     return {k: result[k] for k in ("run_dir", "passed", "metrics", "seconds")}
 
 
-def sweep(name: str, mode: str, grid: dict[str, list[str]], out: str | Path = DEFAULT_ROOT,
+def sweep(name: str, mode: str, grid: dict[str, list[str]], out: str | Path | None = None,
           address: str | None = None, seed: int | None = None) -> dict:
     """Run every combination of `grid`; returns (and writes next to the runs) a summary."""
-    exp = get(name)
+    exp, out = get(name), Path(out or runs_root())
     combos = combinations(grid)
     for overrides in combos:
         exp.config(mode, overrides, seed)  # all validated before anything starts

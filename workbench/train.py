@@ -1,7 +1,17 @@
-"""The trainer: AdamW, warmup + cosine, clipping, tqdm, eval callbacks, checkpoints, resume, NaN guard.
+"""The trainer: AdamW, warmup + cosine, clipping, tqdm, eval callbacks, checkpoints, snapshots, phases,
+resume, NaN guard.
 
-Determinism: the model init, the data generator and torch's RNG all derive from one seed, and
-a checkpoint stores the optimizer state and both RNG states, so `resume` continues bit-identically.
+Determinism: the model init, the data generator and torch's RNG all derive from one seed; data is
+sampled on the CPU (the same batches on every device) and tasks see the step (curricula). A checkpoint
+stores the model, the optimizer state keyed by parameter *name* (so inserting modules in a later phase
+cannot shift it) and every RNG state, so `resume` continues bit-identically.
+
+Phases: training may run in phases (pretrain, then fine-tune with new modules inserted); each phase has
+its own schedule and a `setup(model)` run when it starts. A checkpoint in phase p is restored into a
+model that has had the setups of phases 1..p applied.
+
+Snapshots: model-only safetensors at roughly log-spaced steps (`snapshots/step-N.safetensors`), kept
+apart from the pruned resume checkpoints, so figures can be replayed over training.
 """
 
 from __future__ import annotations
@@ -19,12 +29,13 @@ from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from workbench.config import Config
-from workbench.models.io import load_state, load_weights, save_weights
-from workbench.runs import Run, checkpoint_step
-from workbench.tasks.base import Batch, Task
+from workbench.config import Config, ConfigError
+from workbench.device import device_of
+from workbench.models.io import load_state, load_weights, read_metadata, save_weights
+from workbench.runs import Run
+from workbench.tasks.base import Batch, LossName, Task, check_objective
 
-CHECKPOINT_FORMAT = "workbench-checkpoint-1"
+CHECKPOINT_FORMAT = "workbench-checkpoint-2"  # 2: optimizer state keyed by parameter name
 
 
 class TrainConfig(Config):
@@ -40,6 +51,7 @@ class TrainConfig(Config):
     eval_every: int = Field(0, ge=0, description="0: evaluate only at the end")
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
+    snapshots: int = Field(30, ge=0, description="model-only snapshots at log-spaced steps (0: none)")
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,6 +71,16 @@ class Progress:
     metrics: dict = field(default_factory=dict)
 
 
+@dataclass
+class Phase:
+    """A stretch of training with its own schedule; `setup(model)` runs once when the phase starts
+    (e.g. inserting codebooks) and again, before loading, when a run resumes inside or after it."""
+
+    name: str
+    train: TrainConfig
+    setup: Callable[[nn.Module], None] | None = None
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to cfg.lr, then cosine to cfg.lr · min_lr_ratio at the last step."""
     if step < cfg.warmup_steps:
@@ -68,15 +90,52 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def token_losses(model: nn.Module, batch: Batch) -> Float[Tensor, "batch pos"]:
-    """Cross-entropy at every position (masked positions included; mask them yourself)."""
-    logits = model(batch.tokens)
-    return F.cross_entropy(logits.transpose(1, 2), batch.targets, reduction="none")
+def snapshot_steps(total: int, count: int, extra: tuple[int, ...] = ()) -> list[int]:
+    """About `count` log-spaced steps in [0, total] (0 and total included), plus `extra` (phase starts)."""
+    if count <= 0:
+        return []
+    ratio = total ** (1 / max(1, count - 2))
+    steps = {0, total, *extra} | {min(total, round(ratio**i)) for i in range(count - 1)}
+    return sorted(steps)
 
 
-def lm_loss(model: nn.Module, batch: Batch) -> Float[Tensor, ""]:
-    losses = token_losses(model, batch)
-    return (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
+# --- losses: per position, masked by the caller; a task names which one it trains with ---
+def _cross_entropy(output: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(output.transpose(1, 2), targets, reduction="none")
+
+
+def _mse(output: Tensor, targets: Tensor) -> Tensor:
+    output = output.squeeze(-1) if targets.dim() == 2 else output
+    squared = (output - targets) ** 2
+    return squared if squared.dim() == 2 else squared.mean(-1)
+
+
+def _binary(output: Tensor, targets: Tensor) -> Tensor:
+    return F.binary_cross_entropy_with_logits(output.squeeze(-1), targets.float(), reduction="none")
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor], Float[Tensor, "batch pos"]]] = {
+    "cross_entropy": _cross_entropy, "mse": _mse, "binary": _binary,
+}
+
+
+def position_losses(model: nn.Module, batch: Batch, loss: LossName = "cross_entropy") -> Float[Tensor, "batch pos"]:
+    """The task's loss at every position (masked positions included; mask them yourself)."""
+    output = model(batch.inputs, attention_mask=batch.attention_mask)
+    return LOSSES[loss](output, batch.targets)
+
+
+def masked_mean(values: Float[Tensor, "batch pos"], mask: Tensor) -> Float[Tensor, ""]:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def task_loss(model: nn.Module, batch: Batch, loss: LossName = "cross_entropy") -> Float[Tensor, ""]:
+    return masked_mean(position_losses(model, batch, loss), batch.loss_mask)
+
+
+# A loss function returns the scalar to minimise, or named components with the total under "loss"
+# (e.g. {"loss": ce + λ·mse, "ce": ce, "mse": mse}); every component is logged.
+LossFn = Callable[[nn.Module, Batch], Tensor | dict[str, Tensor]]
 
 
 def model_part(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -88,33 +147,72 @@ def checkpoint_model_state(path: str | Path) -> dict[str, Tensor]:
     return model_part(load_weights(path))
 
 
+def checkpoint_info(path: str | Path) -> dict:
+    """A checkpoint's metadata ({"format", "step", "phase"}), refusing other formats with a clear error."""
+    raw = read_metadata(path).get("workbench")
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        meta = {}
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: checkpoint format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}; "
+                          "this workbench cannot resume from it (re-run the experiment)")
+    return meta
+
+
 class Trainer:
     def __init__(
         self,
         model: nn.Module,
         task: Task,
-        cfg: TrainConfig,
+        cfg: TrainConfig | list[Phase],
         seed: int,
         run: Run | None = None,
-        loss_fn: Callable[[nn.Module, Batch], Tensor] = lm_loss,
+        loss_fn: LossFn | None = None,
         evaluate: Callable[[nn.Module], dict] | None = None,
         callback: Callable[[Progress], None] | None = None,
         progress_bar: bool = True,
     ):
-        self.model, self.task, self.cfg, self.run = model, task, cfg, run
-        self.loss_fn, self.evaluate, self.callback, self.progress_bar = loss_fn, evaluate, callback, progress_bar
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        if hasattr(model, "cfg"):
+            check_objective(task, model.cfg)
+        self.model, self.task, self.run = model, task, run
+        self.phases = [Phase("train", cfg)] if isinstance(cfg, TrainConfig) else list(cfg)
+        self.starts = [sum(p.train.steps for p in self.phases[:i]) for i in range(len(self.phases))]
+        self.total = sum(p.train.steps for p in self.phases)
+        self.loss_fn = loss_fn or (lambda m, b: task_loss(m, b, task.loss))
+        self.evaluate, self.callback, self.progress_bar = evaluate, callback, progress_bar
+        first = self.phases[0].train
+        self.snapshot_at = set(snapshot_steps(self.total, first.snapshots, tuple(self.starts)))
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        self.step = 0
+        self.step, self.phase = 0, -1  # no phase entered yet
+        self.optimizer: torch.optim.Optimizer | None = None
 
-    def fit(self) -> nn.Module:
-        cfg, model = self.cfg, self.model
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.phases[max(self.phase, 0)].train
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas)
+
+    def enter_phase(self, index: int, setup: bool = True) -> None:
+        """Start phase `index`: its setup (unless restoring), then a fresh optimizer for its parameters."""
+        self.phase = index
+        hook = self.phases[index].setup
+        if setup and hook is not None:
+            hook(self.model)
+        self.optimizer = self.make_optimizer()
+
+    def fit(self, resume: bool = True) -> nn.Module:
+        """Train to the end; with `resume`, continue from the run's latest checkpoint if it has one."""
+        if resume and self.run is not None and self.run.checkpoints() and self.step == 0:
+            self.restore(self.run.checkpoints()[-1])
+        model = self.model
         model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.progress_bar, leave=False)
+        bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress_bar, leave=False)
         try:
             self._loop(bar)
         finally:
@@ -123,12 +221,22 @@ class Trainer:
         return model
 
     def _loop(self, bar: tqdm) -> None:
-        cfg, model = self.cfg, self.model
-        while self.step < cfg.steps:
-            lr = lr_at(self.step, cfg)
+        model = self.model
+        device = device_of(model)
+        while self.step < self.total:
+            for index, start in enumerate(self.starts):
+                if self.step == start and self.phase < index:
+                    self.enter_phase(index)
+            if self.step == 0:
+                self.save_snapshot()
+            cfg = self.cfg
+            lr = lr_at(self.step - self.starts[self.phase], cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss = self.loss_fn(model, self.task.sample(cfg.batch_size, self.generator))
+            batch = self.task.sample(cfg.batch_size, self.generator, step=self.step).to(device)
+            losses = self.loss_fn(model, batch)
+            losses = losses if isinstance(losses, dict) else {"loss": losses}
+            loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise TrainingDiverged(self._divergence_message(loss.item()))
             self.optimizer.zero_grad(set_to_none=True)
@@ -137,26 +245,29 @@ class Trainer:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.step += 1
-            self._after_step(loss.item(), lr, bar)
+            self._after_step({k: v.item() for k, v in losses.items()}, lr, bar)
 
-    def _after_step(self, loss: float, lr: float, bar: tqdm) -> None:
+    def _after_step(self, losses: dict[str, float], lr: float, bar: tqdm) -> None:
         cfg, step = self.cfg, self.step
         metrics = {}
-        if self.evaluate and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if self.evaluate and cfg.eval_every and (step % cfg.eval_every == 0 or step == self.total):
             self.model.eval()
             with torch.no_grad():
                 metrics = self.evaluate(self.model)
             self.model.train()
-        logging = step % cfg.log_every == 0 or metrics or step == cfg.steps
+        logging = step % cfg.log_every == 0 or metrics or step == self.total
         if logging and self.run:
-            self.run.log({"step": step, "loss": loss, "lr": lr, **metrics})
-        if self.run and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            phase = {"phase": self.phases[self.phase].name} if len(self.phases) > 1 else {}
+            self.run.log({"step": step, **losses, "lr": lr, **phase, **metrics})
+        if self.run and step in self.snapshot_at:
+            self.save_snapshot()
+        if self.run and (step % cfg.checkpoint_every == 0 or step == self.total):
             self.save_checkpoint()
         bar.update(1)
         if logging:
-            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.set_postfix(loss=f"{losses['loss']:.3f}")
             if self.callback:  # last: a callback may stop training (the dashboard, tests)
-                self.callback(Progress(step, cfg.steps, loss, lr, metrics))
+                self.callback(Progress(step, self.total, losses["loss"], lr, metrics))
 
     def _divergence_message(self, value: float) -> str:
         saved = self.run.checkpoints() if self.run else []
@@ -164,36 +275,65 @@ class Trainer:
         return (f"loss became {value} at step {self.step + 1}; training stopped, {kept}. "
                 f"Try a lower train.lr (now {self.cfg.lr}) or train.grad_clip")
 
-    # --- checkpoints: model + optimizer + RNG in one safetensors file, metadata as JSON ---
+    # --- snapshots: model only, log-spaced, never pruned ---
+    def save_snapshot(self) -> None:
+        if self.run is None or self.step not in self.snapshot_at:
+            return
+        meta = {"step": str(self.step), "phase": self.phases[max(self.phase, 0)].name}
+        self._write(self.model.state_dict(), self.run.path / "snapshots" / f"step-{self.step}.safetensors", meta)
+
+    # --- checkpoints: model + optimizer (by parameter name) + RNG in one safetensors file ---
     def save_checkpoint(self) -> Path:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for i, p in enumerate(params):
+        for name, p in self.model.named_parameters():
             for key, value in self.optimizer.state.get(p, {}).items():
-                tensors[f"optim.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+                tensors[f"optim.{name}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.data"] = self.generator.get_state()
-        meta = {"format": CHECKPOINT_FORMAT, "step": str(self.step)}
+        if device_of(self.model).type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device_of(self.model))
+        meta = {"format": CHECKPOINT_FORMAT, "step": self.step, "phase": self.phases[self.phase].name}
         path = self.run.path / "checkpoints" / f"step-{self.step}.safetensors"
-        try:
-            save_weights(tensors, path, metadata={"workbench": json.dumps(meta)})
-        except OSError as e:
-            last = self.run.checkpoints()
-            kept = f"last good checkpoint kept: {last[-1]}" if last else "no earlier checkpoint"
-            raise CheckpointError(f"{path}: checkpoint write failed ({e.strerror or e}); {kept}") from None
+        self._write(tensors, path, {"workbench": json.dumps(meta)})
         for old in self.run.checkpoints()[: -self.cfg.keep_checkpoints]:
             if old != path:
                 old.unlink(missing_ok=True)
         return path
 
+    def _write(self, tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+        try:
+            save_weights(tensors, path, metadata=metadata)
+        except OSError as e:
+            last = self.run.checkpoints()
+            kept = f"last good checkpoint kept: {last[-1]}" if last else "no earlier checkpoint"
+            raise CheckpointError(f"{path}: checkpoint write failed ({e.strerror or e}); {kept}") from None
+
     def restore(self, path: str | Path) -> None:
+        """Continue from a checkpoint: re-apply the setups of the phases it is past, then load model,
+        optimizer (by name, onto the model's device) and RNG states; metrics logged after it are dropped."""
+        step = int(checkpoint_info(path)["step"])
         tensors = load_weights(path)
+        index = max(i for i, start in enumerate(self.starts) if start <= step)
+        if step == self.starts[index] and index > 0:
+            index -= 1  # the next phase starts in the loop, with its setup run from the restored RNG state
+        for i in range(index + 1):
+            hook = self.phases[i].setup
+            if hook is not None and self.starts[i] < step:
+                hook(self.model)
         load_state(self.model, model_part(tensors), path)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        for i, p in enumerate(params):
-            state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
-            if state:
-                self.optimizer.state[p] = state
+        self.enter_phase(index, setup=False)
+        params = dict(self.model.named_parameters())
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                name, state_key = key.removeprefix("optim.").rsplit(".", 1)
+                if name not in params:
+                    raise ConfigError(f"{path}: optimizer state for unknown parameter {name!r}")
+                target = value if state_key == "step" else value.to(params[name].device)
+                self.optimizer.state[params[name]][state_key] = target
         torch.set_rng_state(tensors["rng.torch"])
         self.generator.set_state(tensors["rng.data"])
-        self.step = checkpoint_step(Path(path))
+        if "rng.cuda" in tensors and device_of(self.model).type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device_of(self.model))
+        self.step = step
+        if self.run is not None:
+            self.run.truncate_metrics(step)

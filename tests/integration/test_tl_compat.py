@@ -40,6 +40,6 @@ def test_attention_hooks_on_a_transformer_bridge(bridge):
     torch.testing.assert_close(patterns[1].sum(-1), torch.ones(3, 4, 12))
     scores = head_scores(bridge, tokens)
     assert len(scores) == 2 * 4
-    fractions = scores[["previous_token", "induction", "duplicate_token", "sink"]]
+    fractions = scores[["previous_token", "generalised_induction", "duplicate_token", "sink"]]
     assert ((fractions >= 0) & (fractions <= 1)).all().all()
     assert (scores.entropy > 0).all()

@@ -7,11 +7,14 @@ from transformer_lens import head_detector
 from workbench.hooks.attention import (
     duplicate_token_targets,
     entropy,
+    head_scores,
+    induction_stripe_targets,
     induction_targets,
     previous_token_targets,
     sink_score,
     targeted_score,
 )
+from workbench.models import ModelConfig, build_model
 
 TOKENS = torch.tensor([[0, 5, 6, 7, 5, 6, 7, 9], [0, 3, 3, 4, 8, 3, 4, 2]])
 
@@ -50,3 +53,65 @@ def test_uniform_pattern_scores_and_entropy():
     assert targeted_score(uniform, prev).item() == pytest.approx(expected)
     assert sink_score(uniform).item() == pytest.approx(expected)
     assert entropy(uniform).item() == pytest.approx(sum(math.log(q + 1) for q in range(pos)) / pos, rel=1e-5)
+
+
+# BOS r r with L = 4 and an accidental repeat inside r (token 5 at positions 1 and 3).
+REPEATED = torch.tensor([[0, 5, 6, 5, 8, 5, 6, 5, 8]])
+L = 4
+
+
+def test_stripe_score_equals_a_hand_computation():
+    pattern = torch.rand(1, 2, 9, 9, generator=torch.Generator().manual_seed(0)).tril()
+    pattern = pattern / pattern.sum(-1, keepdim=True)
+    # second copy: queries 5..8; the token after the first occurrence of the query's token is q - L + 1
+    by_hand = sum(pattern[0, :, q, q - L + 1] for q in range(5, 9)) / 4
+    ours = targeted_score(pattern, induction_stripe_targets(torch.tensor([L]), 9))
+    torch.testing.assert_close(ours, by_hand)
+
+
+class FixedPattern(torch.nn.Module):
+    """A stand-in model whose only attention pattern is given: lets head_scores be checked exactly."""
+
+    def __init__(self, pattern):
+        super().__init__()
+        self.cfg = ModelConfig(n_layers=1, n_heads=pattern.shape[1], d_model=8, d_vocab=10, n_ctx=16)
+        self.pattern = pattern
+
+    def run_with_cache(self, tokens, names_filter):
+        return None, {"blocks.0.attn.hook_pattern": self.pattern}
+
+
+def test_induction_column_is_the_stripe_score_not_the_generalised_one():
+    """A perfect stripe head scores 1 on `induction`; accidental repeats in r pull the generalised score down."""
+    stripe = induction_stripe_targets(torch.tensor([L]), 9)
+    pattern = torch.where(stripe.any(-1, keepdim=True), stripe.float(), torch.eye(9)[None])[:, None]  # [1 1 q k]
+    scores = head_scores(FixedPattern(pattern), REPEATED, segment=L).iloc[0]
+    assert scores["induction"] == pytest.approx(1.0)
+    # generalised: query 3 (its 5 was seen at 1) also has a target, which the stripe head ignores → 4 of 5
+    assert scores["generalised_induction"] == pytest.approx(0.8)
+    assert "induction" not in head_scores(FixedPattern(pattern), REPEATED).columns  # no segment: no stripe score
+
+
+def test_tl_detect_score_is_ours_diluted_by_queries_without_a_target():
+    """TL's `compute_head_attention_similarity_score` ("mul", no exclusions) divides the target mass by the
+    mass of *all* queries: it equals our generalised score × (queries with a target) / (all queries)."""
+    pattern = torch.rand(1, 1, 9, 9, generator=torch.Generator().manual_seed(1)).tril()
+    pattern = pattern / pattern.sum(-1, keepdim=True)
+    targets = induction_targets(REPEATED)
+    ours = targeted_score(pattern, targets).item()
+    theirs = head_detector.compute_head_attention_similarity_score(
+        pattern[0, 0], head_detector.get_induction_head_detection_pattern(REPEATED[0]),
+        exclude_bos=False, exclude_current_token=False, error_measure="mul")
+    with_target = targets[0].any(-1).sum().item()
+    assert theirs == pytest.approx(ours * with_target / 9, rel=1e-5)
+
+
+def test_induction_metrics_do_not_depend_on_the_layer_count():
+    from workbench import experiments
+
+    exp = experiments.get("induction")
+    for n_layers in (2, 3):
+        cfg = exp.config("smoke", {"model.n_layers": n_layers, "eval_batch": 8})
+        metrics = exp.evaluate(build_model(cfg.model, seed=0).eval(), cfg)
+        for criterion in exp.criteria:
+            assert metrics.get(criterion.metric) is not None, (n_layers, criterion.metric)

@@ -79,12 +79,11 @@ def test_weight_views_have_tl_shapes(variant_model):
 
 def test_weight_views_reconstruct_q():
     model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=5, n_ctx=4), seed=0)
-    x = torch.randn(1, 4, 16)
     _, cache = model.run_with_cache(torch.zeros(1, 4, dtype=torch.long), names_filter="blocks.0.attn.hook_q")
     resid = model.blocks[0].ln1(model.W_E[torch.zeros(1, 4, dtype=torch.long)] + model.W_pos[:4])
     q = torch.einsum("bpm,hmd->bphd", resid, model.blocks[0].attn.W_Q)
-    torch.testing.assert_close(q, cache["blocks.0.attn.hook_q"], atol=1e-5, rtol=1e-5)
-    assert x.shape == (1, 4, 16)
+    torch.testing.assert_close(q + model.blocks[0].attn.qkv.bias[:16].view(2, 8), cache["blocks.0.attn.hook_q"],
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_seeded_init_is_deterministic():

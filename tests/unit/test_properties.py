@@ -54,14 +54,32 @@ model_fields = st.fixed_dictionaries({}, optional={
 })
 
 
+CHOICES = {"act": {"gelu", "relu", "silu"}, "norm": {"layer", "rms", "none"},
+           "positional": {"learned", "rotary", "alibi", "none"}, "mask": {"causal", "bidirectional"}}
+MINIMUM = {"n_layers": 1, "d_model": 1, "n_heads": 1, "d_head": 1, "d_mlp": 0, "n_ctx": 1, "d_vocab": 2}
+
+
+def invalid_on_their_own(data: dict) -> set[str]:
+    """Keys whose value is wrong whatever the other keys say (an independent statement of the rules)."""
+    bad = {k for k, v in data.items() if k in CHOICES and v not in CHOICES[k]}
+    bad |= {k for k, v in data.items() if k in MINIMUM and v is not None and v < MINIMUM[k]}
+    return bad | (data.keys() - ModelConfig.model_fields.keys())
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # ~30% valid
 @given(data=model_fields, seed=st.integers(0, 1000))
 def test_random_model_configs_build_and_run_or_fail_naming_a_field(data, seed):
+    bad = invalid_on_their_own(data)
     try:
         cfg = ModelConfig.parse(data)
     except ConfigError as e:
-        assert any(key in str(e) for key in data), str(e)
+        named = {key for key in ModelConfig.model_fields.keys() | data.keys() if f"{key}" in str(e)}
+        if bad:  # every independently invalid key is named in the one error line
+            assert all(f"{key}:" in str(e) or f"'{key}'" in str(e) for key in bad), (bad, str(e))
+        else:  # only a rule between fields can be broken: the message names the fields it relates
+            assert named & {"d_model", "n_heads", "d_head"}, str(e)
         return
+    assert not bad, f"accepted invalid keys {bad}"
     model = build_model(cfg, seed=seed).eval()
     tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx), generator=torch.Generator().manual_seed(seed))
     logits = model(tokens)

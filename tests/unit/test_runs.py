@@ -33,3 +33,41 @@ def test_torn_metrics_line_is_skipped(tmp_path):
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write(tmp_path / "x.json", "{}")
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_list_runs_is_newest_first_across_experiments(tmp_path, monkeypatch):
+    import workbench.runs
+
+    clock = iter([100.0, 200.0, 300.0])
+    monkeypatch.setattr(workbench.runs.time, "time", lambda: next(clock))
+    made = [Run.create(tmp_path, name, {}, "smoke", "") for name in ("zeta", "alpha", "mid")]
+    for run in made:
+        run.unlock()
+    assert [info.experiment for info in list_runs(tmp_path)] == ["mid", "alpha", "zeta"]  # not by name
+
+
+def test_stray_checkpoint_names_never_crash_the_listing(tmp_path):
+    run = Run.create(tmp_path, "induction", {}, "smoke", "")
+    run.unlock()
+    (run.path / "checkpoints" / "step-x.safetensors").write_bytes(b"")
+    (run.path / "checkpoints" / "step-12.safetensors.bak").write_bytes(b"")
+    assert run.checkpoints() == [] and run.status() == "failed"
+    [info] = list_runs(tmp_path)
+    assert info.status == "failed" and info.error is None
+
+
+def test_home_is_explicit_or_the_current_project(tmp_path, monkeypatch):
+    from workbench.runs import data_root, home, runs_root
+
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("")
+    monkeypatch.delenv("WORKBENCH_HOME", raising=False)
+    monkeypatch.delenv("WORKBENCH_RUNS", raising=False)
+    monkeypatch.delenv("WORKBENCH_DATA", raising=False)
+    monkeypatch.chdir(project / "notebooks")
+    assert home() == project and runs_root() == project / "runs" and data_root() == project / "data"
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "elsewhere"))
+    assert data_root() == tmp_path / "elsewhere" / "data"
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "r"))
+    assert runs_root() == tmp_path / "r"

@@ -35,8 +35,13 @@ def test_repeated_tokens_repeat_their_segment():
         assert row[0] == 0 and (row[1:] != 0).all()
         assert torch.equal(row[1:seg + 1], row[seg + 1:2 * seg + 1])
     assert set(batch.meta["segment"].tolist()) <= set(range(3, 12))
-    # the repeat half's targets are exactly the copied tokens
-    assert torch.equal(batch.meta["first_half"] & batch.meta["repeat_half"], torch.zeros_like(batch.loss_mask))
+    # the repeat half's targets are exactly the copied tokens: at position i the target is token i - seg + 1
+    for row, seg, targets, repeat in zip(batch.tokens, batch.meta["segment"], batch.targets, batch.meta["repeat_half"],
+                                         strict=True):
+        positions = repeat.nonzero().squeeze(1)
+        assert positions.tolist() == list(range(int(seg), 2 * int(seg)))
+        assert torch.equal(targets[positions], row[positions - seg + 1])
+    assert not (batch.meta["first_half"] & batch.meta["repeat_half"]).any()
 
 
 @pytest.mark.parametrize("kw, msg", [({"min_segment": 9, "max_segment": 4}, "exceeds task.max_segment"),

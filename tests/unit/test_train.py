@@ -8,7 +8,7 @@ from workbench.models import ModelConfig, build_model
 from workbench.models.io import load_state, load_weights, save_weights
 from workbench.runs import Run
 from workbench.tasks import BigramLanguage, BigramLanguageConfig, RepeatedTokens, RepeatedTokensConfig
-from workbench.train import TrainConfig, Trainer, TrainingDiverged, lm_loss, lr_at
+from workbench.train import TrainConfig, Trainer, TrainingDiverged, lr_at, task_loss
 
 TASK = RepeatedTokens(RepeatedTokensConfig(d_vocab=16, seq_len=16, min_segment=2, max_segment=7))
 
@@ -32,9 +32,9 @@ def test_training_approaches_the_bigram_entropy_rate():
     trainer = Trainer(model, language, TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=5), seed=0,
                       progress_bar=False)
     batch = language.sample(64, torch.Generator().manual_seed(99))
-    before = lm_loss(model, batch).item()
+    before = task_loss(model, batch).item()
     trainer.fit()
-    after = lm_loss(model, batch).item()
+    after = task_loss(model, batch).item()
     assert after < before - 0.3
     assert after < language.entropy_rate() + 0.25
 
@@ -67,22 +67,63 @@ def stop_at(step):
     return callback
 
 
+def noisy_loss(model, batch):
+    """The task loss plus noise drawn from torch's *global* RNG, as dropout would: resume must restore it."""
+    return task_loss(model, batch) * (1 + 0.5 * torch.rand(()))
+
+
 def test_checkpoint_restore_continues_bit_identically(tmp_path):
     cfg = TrainConfig(steps=12, batch_size=8, checkpoint_every=5, warmup_steps=2, log_every=1)
-    full = Trainer(tiny_model(), TASK, cfg, seed=3, run=Run.create(tmp_path, "a", {}, "smoke", ""), progress_bar=False)
+    full = Trainer(tiny_model(), TASK, cfg, seed=3, run=Run.create(tmp_path, "a", {}, "smoke", ""), progress_bar=False,
+                   loss_fn=noisy_loss)
     full.fit()
     part_run = Run.create(tmp_path, "b", {}, "smoke", "")
-    part = Trainer(tiny_model(), TASK, cfg, seed=3, run=part_run, progress_bar=False, callback=stop_at(7))
+    part = Trainer(tiny_model(), TASK, cfg, seed=3, run=part_run, progress_bar=False, callback=stop_at(7),
+                   loss_fn=noisy_loss)
     with pytest.raises(Interrupt):
         part.fit()
     assert part_run.checkpoints()[-1].name == "step-5.safetensors"
-    resumed = Trainer(tiny_model(), TASK, cfg, seed=3, run=part_run, progress_bar=False)
+    resumed = Trainer(tiny_model(), TASK, cfg, seed=3, run=part_run, progress_bar=False, loss_fn=noisy_loss)
     torch.manual_seed(12345)  # a disturbed global RNG must not matter: the checkpoint restores it
     resumed.restore(part_run.checkpoints()[-1])
     assert resumed.step == 5
     resumed.fit()
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+    assert [r["loss"] for r in part_run.metrics()] == [r["loss"] for r in full.run.metrics()]
+
+
+def test_restore_without_the_global_rng_state_would_diverge(tmp_path):
+    """The RNG test above can fail: dropping the global RNG state from the restore changes the weights."""
+    cfg = TrainConfig(steps=8, batch_size=8, checkpoint_every=4, warmup_steps=0, log_every=1)
+    full = Trainer(tiny_model(), TASK, cfg, seed=3, progress_bar=False, loss_fn=noisy_loss)
+    full.fit()
+    run = Run.create(tmp_path, "c", {}, "smoke", "")
+    with pytest.raises(Interrupt):
+        Trainer(tiny_model(), TASK, cfg, seed=3, run=run, progress_bar=False, callback=stop_at(5),
+                loss_fn=noisy_loss).fit()
+    resumed = Trainer(tiny_model(), TASK, cfg, seed=3, run=run, progress_bar=False, loss_fn=noisy_loss)
+    resumed.restore(run.checkpoints()[-1])
+    torch.manual_seed(12345)  # clobber the restored global RNG state
+    resumed.fit(resume=False)
+    assert not torch.equal(full.model.W_E, resumed.model.W_E)
+
+
+def test_checkpoint_step_comes_from_its_metadata_not_its_name(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=4, checkpoint_every=4, warmup_steps=0)
+    run = Run.create(tmp_path, "d", {}, "smoke", "")
+    Trainer(tiny_model(), TASK, cfg, seed=0, run=run, progress_bar=False).fit()
+    [ckpt] = run.checkpoints()
+    renamed = ckpt.with_name("step-9.safetensors")
+    ckpt.rename(renamed)
+    (run.path / "checkpoints" / "step-x.safetensors").write_bytes(b"stray")  # ignored, never crashes
+    assert run.checkpoints() == [renamed]
+    trainer = Trainer(tiny_model(), TASK, cfg, seed=0, run=run, progress_bar=False)
+    trainer.restore(renamed)
+    assert trainer.step == 4
+    save_weights(tiny_model().state_dict(), tmp_path / "plain.safetensors")  # a model file is no checkpoint
+    with pytest.raises(ConfigError, match="checkpoint format None"):
+        trainer.restore(tmp_path / "plain.safetensors")
 
 
 def test_weights_refuse_wrong_shapes_and_non_safetensors(tmp_path):

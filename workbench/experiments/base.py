@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import plotly.graph_objects as go
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from workbench.config import Config, ConfigError, apply_overrides
-from workbench.models import ModelConfig, Transformer, build_model
+from workbench.config import Config, ConfigError, apply_overrides, flatten
+from workbench.models import ModelConfig, build_model
 from workbench.runs import Run
-from workbench.tasks import Task
-from workbench.train import Progress, TrainConfig
+from workbench.tasks import Task, check_objective
+from workbench.train import LossFn, Phase, Progress, TrainConfig, Trainer
 
 Mode = Literal["smoke", "quick", "full"]
 MODES: tuple[Mode, ...] = ("smoke", "quick", "full")
@@ -25,37 +26,76 @@ MAX_SEED = 2**63 - 1
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
 class ExperimentConfig(Config):
-    """Every experiment config has these sections; an experiment adds a `task` section."""
+    """Every experiment config has these sections; an experiment adds a `task` section.
+
+    `variants` names several models trained in one run, each a set of overrides on this config, e.g.
+    `{"learned": {"model": {"positional": "learned"}}, "rotary": {}}`; `--set variants.learned.train.lr=3e-3`
+    edits one. Empty: the run trains one model.
+    """
 
     seed: int = Field(0, ge=0, le=MAX_SEED)
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> ExperimentConfig:
+        for name in self.variants:
+            if not VARIANT_NAME.fullmatch(name):
+                raise ValueError(f"variants.{name}: a variant name may use letters, digits, '_' and '-' only")
+            self.variant(name)  # its overrides must make a valid config
+        return self
+
+    def variant(self, name: str) -> ExperimentConfig:
+        """The config of one variant: this config with the variant's overrides applied (and no variants)."""
+        if name not in self.variants:
+            raise ConfigError(f"variant {name!r} unknown; this config has: {', '.join(self.variants) or 'none'}")
+        base = self.model_copy(update={"variants": {}})
+        return apply_overrides(base, flatten(self.variants[name]), label=f"variants.{name}:")
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """A number the reproduction must reach: `metric op threshold`, with the paper it comes from."""
+    """A number the reproduction must reach, with the paper it comes from: `metric op threshold`, or, with
+    `versus`, `metric op threshold × versus` (one metric against another, e.g. variant A's vs variant B's)."""
 
     name: str
     metric: str
     op: Literal[">=", "<=", ">", "<"]
     threshold: float
     reference: str
+    versus: str | None = None
 
     @property
     def symbol(self) -> str:
         return {">=": "≥", "<=": "≤", ">": ">", "<": "<"}[self.op]
 
+    @property
+    def needs(self) -> str:
+        return f"{self.symbol} {self.threshold}" + (f" × {self.versus}" if self.versus else "")
+
     def check(self, metrics: dict[str, Any]) -> dict:
         value = metrics.get(self.metric)
-        passed = value is not None and bool(_OPS[self.op](value, self.threshold))
+        other = metrics.get(self.versus) if self.versus else None
+        bound = self.threshold if self.versus is None else None if other is None else self.threshold * other
+        passed = value is not None and bound is not None and bool(_OPS[self.op](value, bound))
         return {"name": self.name, "metric": self.metric, "op": self.op, "threshold": self.threshold,
-                "value": value, "passed": passed, "reference": self.reference}
+                "versus": self.versus, "bound": bound, "value": value, "passed": passed,
+                "reference": self.reference}
 
 
 class Experiment:
-    """Subclass per phenomenon; register it in `workbench/experiments/__init__.py`."""
+    """Subclass per phenomenon; register it in `workbench/experiments/__init__.py`.
+
+    The default `train` builds the model, runs a `Trainer` over `task(cfg)` through `phases(cfg)` with the
+    task's named loss (or `loss(cfg)`), and resumes from the run's latest checkpoint. Experiments with
+    variants get each variant's config (`cfg.variant(name)`) in `train`, and all models in
+    `evaluate_variants` / `figures_variants` (defaults: per-variant metrics prefixed `name.`).
+    """
 
     name: ClassVar[str]
     title: ClassVar[str]
@@ -72,27 +112,64 @@ class Experiment:
         cfg = apply_overrides(self.Config(), self.presets[mode])
         if seed is not None:
             overrides = {**(overrides or {}), "seed": seed}
-        return apply_overrides(cfg, overrides or {})
+        cfg = apply_overrides(cfg, overrides or {})
+        for one in [cfg.variant(v) for v in cfg.variants] or [cfg]:
+            check_objective(self.task(one), one.model)
+        return cfg
 
     def task(self, cfg: ExperimentConfig) -> Task:
         raise NotImplementedError
 
     def sample_prompt(self, cfg: ExperimentConfig, seed: int = 0) -> Tensor:
         """One sequence `[1 pos]` from the experiment's task: what the dashboard shows by default."""
-        return self.task(cfg).sample(1, torch.Generator().manual_seed(seed)).tokens
+        return self.task(cfg).sample(1, torch.Generator().manual_seed(seed)).inputs
 
     def build(self, cfg: ExperimentConfig) -> nn.Module:
         return build_model(cfg.model, seed=cfg.seed)
 
+    def phases(self, cfg: ExperimentConfig) -> list[Phase]:
+        """Training phases; one by default. A phase's setup may insert modules (see `train.Phase`)."""
+        return [Phase("train", cfg.train)]
+
+    def build_trained(self, cfg: ExperimentConfig, step: int | None = None) -> nn.Module:
+        """The architecture the model has at `step` (default: the end): `build` plus the setups of the
+        phases started before it. Loading weights into it is the caller's job."""
+        model, start = self.build(cfg), 0
+        for phase in self.phases(cfg):
+            if phase.setup is not None and (step is None or start < step):
+                phase.setup(model)
+            start += phase.train.steps
+        return model
+
+    def loss(self, cfg: ExperimentConfig) -> LossFn | None:
+        """A custom loss (e.g. with named components); None trains with the task's named loss."""
+        return None
+
+    def evaluate_during_training(self, model: nn.Module, cfg: ExperimentConfig) -> dict[str, float]:
+        return self.evaluate(model, cfg)
+
     def train(self, cfg: ExperimentConfig, run: Run | None, callback: Callable[[Progress], None] | None = None,
-              resume_from: str | None = None, progress_bar: bool = True) -> Transformer:
-        raise NotImplementedError
+              progress_bar: bool = True) -> nn.Module:
+        trainer = Trainer(self.build(cfg), self.task(cfg), self.phases(cfg), cfg.seed, run=run,
+                          loss_fn=self.loss(cfg), evaluate=lambda m: self.evaluate_during_training(m, cfg),
+                          callback=callback, progress_bar=progress_bar)
+        return trainer.fit()
 
     def evaluate(self, model: nn.Module, cfg: ExperimentConfig) -> dict[str, float]:
         raise NotImplementedError
 
+    def evaluate_variants(self, models: dict[str, nn.Module], cfg: ExperimentConfig) -> dict[str, float]:
+        """All variants' metrics, each prefixed `name.`; override to add metrics that compare variants."""
+        return {f"{name}.{key}": value for name, model in models.items()
+                for key, value in self.evaluate(model, cfg.variant(name)).items()}
+
     def figures(self, model: nn.Module, cfg: ExperimentConfig, run: Run | None = None) -> dict[str, go.Figure]:
         return {}
+
+    def figures_variants(self, models: dict[str, nn.Module], cfg: ExperimentConfig,
+                         run: Run | None = None) -> dict[str, go.Figure]:
+        return {f"{name}.{key}": fig for name, model in models.items()
+                for key, fig in self.figures(model, cfg.variant(name), run and run.variant(name)).items()}
 
     def check(self, metrics: dict[str, Any]) -> list[dict]:
         return [c.check(metrics) for c in self.criteria]

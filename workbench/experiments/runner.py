@@ -3,27 +3,47 @@ validate → create run → train → evaluate → check criteria → save → f
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from torch import nn
 
 import workbench
-from workbench.config import ConfigError, read_json
+from workbench.config import ConfigError, apply_overrides, read_json
 from workbench.experiments import get, names
 from workbench.experiments.base import Experiment, ExperimentConfig, Mode
-from workbench.models import build_model
 from workbench.models.io import load_state, load_weights, save_weights
-from workbench.runs import DATA_ROOT, DEFAULT_ROOT, Run, checkpoint_step, list_runs, write_json
-from workbench.train import Progress, checkpoint_model_state
+from workbench.runs import Run, atomic_write, data_root, list_runs, runs_root, write_json
+from workbench.train import Progress, checkpoint_info, checkpoint_model_state
 
-SHIPPED_FILES = ("model.safetensors", "config.json", "result.json")
+# What `ship` copies into data/<experiment>/ (top level and per variant): no resume checkpoints.
+SHIPPED = ("config.json", "result.json", "metrics.jsonl", "model.safetensors", "snapshots")
+SHIPPED_PER_VARIANT = ("metrics.jsonl", "model.safetensors", "snapshots")
+
+Models = nn.Module | dict[str, nn.Module]  # one model, or one per variant
+
+
+class Loaded(NamedTuple):
+    """A saved model with its experiment and config (the variant's config when a variant was picked)."""
+
+    experiment: Experiment
+    config: ExperimentConfig
+    model: nn.Module
+
+
+class ModelRef(NamedTuple):
+    """Where a loadable model lives: a run or data/ folder, and the variant inside it (None: the only model)."""
+
+    path: Path
+    variant: str | None = None
 
 
 def run(
@@ -31,7 +51,7 @@ def run(
     mode: Mode = "quick",
     overrides: dict[str, Any] | None = None,
     seed: int | None = None,
-    out: str | Path = DEFAULT_ROOT,
+    out: str | Path | None = None,
     callback: Callable[[Progress], None] | None = None,
     progress_bar: bool = True,
     command: str | None = None,
@@ -40,13 +60,13 @@ def run(
     exp = get(name)
     cfg = exp.config(mode, overrides, seed)
     command = command or f"workbench.run({name!r}, mode={mode!r}, overrides={overrides!r}, seed={seed!r})"
-    run_ = Run.create(out, name, cfg.model_dump(mode="json"), mode, command)
+    run_ = Run.create(out or runs_root(), name, cfg.model_dump(mode="json"), mode, command)
     start = time.perf_counter()
     try:
-        model = exp.train(cfg, run_, callback=callback, progress_bar=progress_bar)
-        return finish(exp, cfg, model, run_, mode, time.perf_counter() - start, command)
+        models = train_all(exp, cfg, run_, callback, progress_bar)
+        return finish(exp, cfg, models, run_, mode, time.perf_counter() - start, command)
     except BaseException:
-        if not run_.checkpoints():  # nothing to resume from: leave no half-written run behind
+        if not run_.resumable():  # nothing to resume from: leave no half-written run behind
             shutil.rmtree(run_.path, ignore_errors=True)
         raise
     finally:
@@ -54,36 +74,58 @@ def run(
 
 
 def resume(run_dir: str | Path, callback: Callable[[Progress], None] | None = None,
-           progress_bar: bool = True) -> dict:
-    """Continue an interrupted run from its latest checkpoint; the final weights match an unbroken run."""
+           progress_bar: bool = True, device: str | None = None) -> dict:
+    """Continue an interrupted run: finished variants are kept, the others continue from their latest
+    checkpoint, and the final weights match an unbroken run. `device` moves it (cpu, cuda, mps, auto)."""
     run_ = Run(run_dir)
     header = run_.header
     exp = get(header["experiment"])
-    cfg = exp.Config.parse(header["config"], where="config")
-    checkpoints = run_.checkpoints()
+    cfg = with_device(exp.Config.parse(header["config"], where="config"), device)
     if (run_.path / "result.json").exists():
         raise ConfigError(f"{run_.path}: run already finished (result.json exists); nothing to resume")
     run_.lock()
     try:
         run_.remove_stale_temp_files()
-        latest = str(checkpoints[-1]) if checkpoints else None
-        run_.truncate_metrics(checkpoint_step(checkpoints[-1]) if checkpoints else 0)
         start = time.perf_counter()
-        model = exp.train(cfg, run_, callback=callback, resume_from=latest, progress_bar=progress_bar)
-        return finish(exp, cfg, model, run_, header.get("mode", "?"), time.perf_counter() - start,
+        models = train_all(exp, cfg, run_, callback, progress_bar)
+        return finish(exp, cfg, models, run_, header.get("mode", "?"), time.perf_counter() - start,
                       header.get("command", ""))
     finally:
         run_.unlock()
 
 
-def finish(exp: Experiment, cfg: ExperimentConfig, model: nn.Module, run_: Run, mode: str, seconds: float,
+def train_all(exp: Experiment, cfg: ExperimentConfig, run_: Run, callback, progress_bar: bool) -> Models:
+    """Train the run's model, or each variant in turn; a variant already trained is loaded, not retrained."""
+    if not cfg.variants:
+        return train_one(exp, cfg, run_, callback, progress_bar)
+    return {name: train_one(exp, cfg.variant(name), run_.variant(name), callback, progress_bar)
+            for name in cfg.variants}
+
+
+def train_one(exp: Experiment, cfg: ExperimentConfig, run_: Run, callback, progress_bar: bool) -> nn.Module:
+    weights = run_.path / "model.safetensors"
+    if weights.exists():
+        model = exp.build_trained(cfg)
+        load_state(model, load_weights(weights), weights)
+        return model.eval()
+    model = exp.train(cfg, run_, callback=callback, progress_bar=progress_bar)
+    save_weights(model.state_dict(), weights)  # marks this model (variant) done
+    return model
+
+
+def finish(exp: Experiment, cfg: ExperimentConfig, models: Models, run_: Run, mode: str, seconds: float,
            command: str) -> dict:
-    save_weights(model.state_dict(), run_.path / "model.safetensors")
-    result = make_result(exp, cfg, exp.evaluate(model, cfg), mode, seconds, command)
-    for key, fig in exp.figures(model, cfg, run_).items():
-        (run_.path / "figures" / f"{key}.json").write_text(pio.to_json(fig))
+    result = make_result(exp, cfg, evaluate(exp, cfg, models), mode, seconds, command)
+    figures = (exp.figures_variants(models, cfg, run_) if isinstance(models, dict)
+               else exp.figures(models, cfg, run_))
+    for key, fig in figures.items():
+        atomic_write(run_.path / "figures" / f"{key}.json", pio.to_json(fig))
     write_json(run_.path / "result.json", result)  # last: its presence marks the run done
     return {**result, "run_dir": str(run_.path)}
+
+
+def evaluate(exp: Experiment, cfg: ExperimentConfig, models: Models) -> dict:
+    return exp.evaluate_variants(models, cfg) if isinstance(models, dict) else exp.evaluate(models, cfg)
 
 
 def saved_figures(run_dir: str | Path) -> dict[str, go.Figure]:
@@ -110,8 +152,11 @@ def git_sha() -> str | None:
         return None
 
 
-def load(path: str | Path) -> tuple[Experiment, ExperimentConfig, nn.Module]:
-    """Load a run directory or `data/<experiment>`: its experiment, config and ready model (eval mode)."""
+def with_device(cfg: ExperimentConfig, device: str | None) -> ExperimentConfig:
+    return cfg if device is None else apply_overrides(cfg, {"model.device": device}, label="device:")
+
+
+def open_saved(path: str | Path, device: str | None = None) -> tuple[Run, Experiment, ExperimentConfig]:
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{path}: not a run directory or data/<experiment> folder")
@@ -119,47 +164,113 @@ def load(path: str | Path) -> tuple[Experiment, ExperimentConfig, nn.Module]:
     header = saved.header
     exp = get(header.get("experiment", "?"))
     cfg = exp.Config.parse(header.get("config", {}), where=f"{path / 'config.json'}: config")
-    model = build_model(cfg.model)
-    weights, checkpoints = path / "model.safetensors", saved.checkpoints()
-    if weights.exists() or not checkpoints:
-        load_state(model, load_weights(weights), weights)
+    return saved, exp, with_device(cfg, device)
+
+
+def load(path: str | Path, variant: str | None = None, step: int | None = None,
+         device: str | None = None) -> Loaded:
+    """Load a run directory or `data/<experiment>` into a ready model (eval mode), built by its experiment:
+    one `variant` of a multi-model run, and the snapshot at training `step` if given (see `snapshots`)."""
+    saved, exp, cfg = open_saved(path, device)
+    if cfg.variants and variant is None:
+        raise ConfigError(f"{saved.path}: this run trains variants {', '.join(cfg.variants)}; pick one with "
+                          "variant=NAME (--variant NAME)")
+    if variant is not None:
+        cfg, saved = cfg.variant(variant), saved.variant(variant)
+    if step is not None:
+        snaps = saved.snapshots()
+        if step not in snaps:
+            raise ConfigError(f"{saved.path}: no snapshot at step {step}; snapshots: {list(snaps) or 'none'}")
+        weights, state = snaps[step], load_weights(snaps[step])
+    elif (saved.path / "model.safetensors").exists() or not saved.checkpoints():
+        weights = saved.path / "model.safetensors"
+        state = load_weights(weights)
     else:  # unfinished run: the model part of its latest checkpoint
-        load_state(model, checkpoint_model_state(checkpoints[-1]), checkpoints[-1])
-    return exp, cfg, model.eval()
+        weights = saved.checkpoints()[-1]
+        step, state = int(checkpoint_info(weights)["step"]), checkpoint_model_state(weights)
+    model = exp.build_trained(cfg, step)
+    load_state(model, state, weights)
+    return Loaded(exp, cfg, model.eval())
 
 
-def load_experiment(name: str, mode: str = "shipped", **run_kwargs) -> tuple[Experiment, ExperimentConfig, nn.Module]:
+def snapshots(path: str | Path, variant: str | None = None) -> list[int]:
+    """The training steps at which a run (or one of its variants) kept a model snapshot."""
+    saved = Run(path)
+    return list((saved.variant(variant) if variant else saved).snapshots())
+
+
+def load_models(path: str | Path, device: str | None = None) -> tuple[Experiment, ExperimentConfig, Models]:
+    """Every model of a saved run: one, or a dict by variant (what `evaluate` needs)."""
+    _, exp, cfg = open_saved(path, device)
+    if not cfg.variants:
+        return exp, cfg, load(path, device=device).model
+    return exp, cfg, {v: load(path, variant=v, device=device).model for v in cfg.variants}
+
+
+def load_experiment(name: str, mode: str = "shipped", variant: str | None = None, **run_kwargs) -> Loaded:
     """`mode="shipped"`: the model in data/<name>; "smoke"/"quick"/"full": train that preset now."""
     if mode == "shipped":
-        if not (DATA_ROOT / name / "config.json").exists():
-            raise ConfigError(f"{DATA_ROOT / name}: no shipped model; run `workbench run {name} --quick --ship`")
-        return load(DATA_ROOT / name)
-    return load(run(name, mode=mode, **run_kwargs)["run_dir"])
+        shipped = data_root() / name
+        if not (shipped / "config.json").exists():
+            raise ConfigError(f"{shipped}: no shipped model; run `workbench run {name} --quick --ship`")
+        return load(shipped, variant=variant)
+    return load(run(name, mode=mode, **run_kwargs)["run_dir"], variant=variant)
 
 
-def evaluate_saved(path: str | Path) -> dict:
-    """Re-evaluate a saved model against its criteria. Reads only; writes nothing."""
+def evaluate_saved(path: str | Path, device: str | None = None) -> dict:
+    """Re-evaluate a saved model (every variant) against its criteria. Reads only; writes nothing."""
     start = time.perf_counter()
-    exp, cfg, model = load(path)
+    exp, cfg, models = load_models(path, device)
     mode = Run(path).header.get("mode", "?")
-    return make_result(exp, cfg, exp.evaluate(model, cfg), mode, time.perf_counter() - start, f"workbench eval {path}")
+    return make_result(exp, cfg, evaluate(exp, cfg, models), mode, time.perf_counter() - start,
+                       f"workbench eval {path}")
 
 
-def ship(run_dir: str | Path, data_root: str | Path = DATA_ROOT) -> Path:
-    """Copy a finished run's model, config and result into data/<experiment>/."""
+def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed: bool = False) -> Path:
+    """Copy a finished run's models, snapshots, metrics, config and result into data/<experiment>/,
+    replacing what was there in one rename. Refuses unfinished runs, and failed ones unless `allow_failed`."""
     run_ = Run(run_dir)
-    target = Path(data_root) / run_.header["experiment"]
-    target.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES:
-        shutil.copyfile(run_.path / name, target / name)
+    result = run_.result()
+    if result is None:
+        raise ConfigError(f"{run_.path}: run has not finished (no result.json); finish it with "
+                          f"`workbench resume {run_.path}` before shipping")
+    if not result.get("passed") and not allow_failed:
+        failed = ", ".join(c["name"] for c in result.get("criteria", []) if not c.get("passed"))
+        raise ConfigError(f"{run_.path}: run did not pass ({failed}); ship it anyway with --allow-failed")
+    root = Path(data_root_ or data_root())
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / run_.header["experiment"]
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".ship-{target.name}-"))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; shipped data is for everyone
+        copy_entries(run_.path, staging, SHIPPED)
+        for name in run_.variants():
+            copy_entries(run_.variant(name).path, staging / "variants" / name, SHIPPED_PER_VARIANT)
+        old = root / f".old-{target.name}-{staging.name}"
+        if target.exists():
+            os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return target
 
 
-def catalog(data_root: str | Path = DATA_ROOT) -> list[dict]:
+def copy_entries(source: Path, dest: Path, entries: tuple[str, ...]) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        if (source / entry).is_dir():
+            shutil.copytree(source / entry, dest / entry, ignore=shutil.ignore_patterns(".*"))
+        elif (source / entry).exists():
+            shutil.copyfile(source / entry, dest / entry)
+
+
+def catalog(data_root_: str | Path | None = None) -> list[dict]:
     """One row per registered experiment: its criteria, with the shipped result's values and verdict."""
     rows = []
     for name in names():
-        exp, shipped = get(name), Path(data_root) / name / "result.json"
+        exp, shipped = get(name), Path(data_root_ or data_root()) / name / "result.json"
         status, measured = "not shipped", {}
         if shipped.exists():
             try:
@@ -168,7 +279,7 @@ def catalog(data_root: str | Path = DATA_ROOT) -> list[dict]:
                 measured = {c["name"]: c for c in result["criteria"]}
             except (ConfigError, KeyError, TypeError) as e:
                 status = f"unreadable: {e}"
-        criteria = [{"criterion": c.name, "metric": c.metric, "needs": f"{c.symbol} {c.threshold}",
+        criteria = [{"criterion": c.name, "metric": c.metric, "needs": c.needs,
                      "shipped value": measured.get(c.name, {}).get("value"),
                      "passed": measured.get(c.name, {}).get("passed")} for c in exp.criteria]
         rows.append({"experiment": name, "title": exp.title, "paper": exp.paper, "claim": exp.claim,
@@ -176,12 +287,25 @@ def catalog(data_root: str | Path = DATA_ROOT) -> list[dict]:
     return rows
 
 
-def saved_models(data_root: str | Path = DATA_ROOT, runs_root: str | Path = DEFAULT_ROOT) -> dict[str, Path]:
-    """Loadable models by label: shipped `data/<exp>` first, then runs that have weights."""
+def saved_models(data_root_: str | Path | None = None, runs_root_: str | Path | None = None) -> dict[str, ModelRef]:
+    """Loadable models by label — shipped `data/<exp>` first, then runs with weights — one per variant."""
     found = {}
-    for path in sorted(Path(data_root).glob("*/model.safetensors")):
-        found[f"shipped: {path.parent.name}"] = path.parent
-    for info in list_runs(runs_root):
-        if info.status != "corrupt" and ((info.path / "model.safetensors").exists() or Run(info.path).checkpoints()):
-            found[f"run: {info.path.name} ({info.status})"] = info.path
+    for config in sorted(Path(data_root_ or data_root()).glob("*/config.json")):
+        found.update(model_refs(config.parent, f"shipped: {config.parent.name}"))
+    for info in list_runs(runs_root_ or runs_root()):
+        if info.status != "corrupt":
+            found.update(model_refs(info.path, f"run: {info.path.name} ({info.status})"))
     return found
+
+
+def model_refs(path: Path, label: str) -> dict[str, ModelRef]:
+    """The loadable models in one run or data/ folder: the model, or each variant that has weights."""
+    def loadable(p: Path) -> bool:
+        return (p / "model.safetensors").exists() or bool(Run(p).checkpoints())
+    try:
+        variants = Run(path).variants()
+    except ConfigError:
+        return {}
+    if not variants:
+        return {label: ModelRef(path)} if loadable(path) else {}
+    return {f"{label} / {v}": ModelRef(path, v) for v in variants if loadable(path / "variants" / v)}

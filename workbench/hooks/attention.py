@@ -7,9 +7,24 @@ Head-type scores are "attention mass on the positions a head of that type would 
 averaged over the queries that have such a position. The target masks generalise TL's
 `head_detector` detection patterns to a batch (TL builds them one sequence at a time with numpy);
 `tests/unit/test_attention_hooks.py` checks they agree with TL's on single sequences.
+
+Two induction scores, kept apart on purpose:
+- `induction` is the standard stripe score (Olsson et al.; ARENA): on `BOS r r` with segment length
+  L, the mean attention from each query of the second copy (q = L+1 … 2L) to the token after its first
+  occurrence (k = q − L + 1). It needs the segment length, so `head_scores` reports it only when given
+  `segment`. (ARENA's `pattern.diagonal(1 - L)` also averages in queries L−1 and L of the first copy.)
+- `generalised_induction` averages over every query that has *any* earlier duplicate of its token,
+  accidental repeats inside the random first copy included; it applies to any prompt.
+TL's `detect_head(..., "induction")` differs from both: it divides the target mass by the mass of
+*all* queries, those without any target included, so it equals `generalised_induction · n_t / n`
+(n_t queries with a target out of n) and stays below ~0.5 on `BOS r r` even for a perfect head.
 """
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -21,15 +36,31 @@ def pattern_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_pattern"
 
 
+def attention_layers(model) -> list[int]:
+    """Layers with an attention pattern to read: our config says; a TL model has attention everywhere."""
+    return list(getattr(model.cfg, "attention_layers", range(model.cfg.n_layers)))
+
+
 @torch.no_grad()
 def attention_patterns(
     model, tokens: Int[Tensor, "batch pos"], layers: list[int] | None = None
 ) -> dict[int, Float[Tensor, "batch head q k"]]:
-    """Run once, caching only the patterns of `layers` (all by default)."""
-    layers = list(range(model.cfg.n_layers)) if layers is None else layers
+    """Run once, caching only the patterns of `layers` (default: every layer with attention; the
+    others are skipped with a warning that names them)."""
+    with_attention = attention_layers(model)
+    if layers is None:
+        layers = with_attention
+        skipped = sorted(set(range(model.cfg.n_layers)) - set(layers))
+        if skipped:
+            warnings.warn(f"attention: skipping layers {skipped}, which have no attention", stacklevel=2)
     for layer in layers:
         if not 0 <= layer < model.cfg.n_layers:
             raise ValueError(f"layer {layer} out of range: the model has layers 0..{model.cfg.n_layers - 1}")
+        if layer not in with_attention:
+            raise ValueError(f"layer {layer} has no attention; layers with attention: {with_attention}")
+        if getattr(model.cfg, "loops", 1) > 1:
+            raise ValueError(f"looped model: read patterns per iteration from "
+                             f"blocks.{layer}.loop.{{t}}.attn.hook_pattern with run_with_cache")
     names = [pattern_name(layer) for layer in layers]
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     return {layer: cache[pattern_name(layer)].float() for layer in layers}
@@ -55,6 +86,14 @@ def induction_targets(tokens: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch q
     return shifted & torch.ones_like(dup[0]).tril()
 
 
+def induction_stripe_targets(segment: Int[Tensor, " batch"], pos: int) -> Bool[Tensor, "batch q k"]:
+    """On `BOS r r` with per-row segment length L: query q ∈ [L+1, 2L] targets key q − L + 1."""
+    q = torch.arange(pos, device=segment.device)[None, :, None]
+    k = torch.arange(pos, device=segment.device)[None, None, :]
+    L = segment.reshape(-1, 1, 1)
+    return (q >= L + 1) & (q <= 2 * L) & (k == q - L + 1)
+
+
 def targeted_score(
     pattern: Float[Tensor, "batch head q k"], targets: Bool[Tensor, "batch q k"]
 ) -> Float[Tensor, " head"]:
@@ -75,17 +114,23 @@ def entropy(pattern: Float[Tensor, "batch head q k"]) -> Float[Tensor, " head"]:
     return -(pattern * p.log()).sum(-1).mean((0, 2))
 
 
+# Scores defined on any prompt; `induction` (the stripe score) needs the segment length as well.
 SCORES = {
     "previous_token": previous_token_targets,
-    "induction": induction_targets,
+    "generalised_induction": induction_targets,
     "duplicate_token": duplicate_token_targets,
 }
 
 
-def head_scores(model, tokens: Int[Tensor, "batch pos"], layers: list[int] | None = None) -> pd.DataFrame:
-    """One row per (layer, head): previous_token, induction, duplicate_token, sink, entropy."""
+def head_scores(model, tokens: Int[Tensor, "batch pos"], layers: list[int] | None = None,
+                segment: int | Int[Tensor, " batch"] | None = None) -> pd.DataFrame:
+    """One row per (layer, head): previous_token, generalised_induction, duplicate_token, sink, entropy,
+    and, when `tokens` are `BOS r r` with known segment length(s) `segment`, the standard `induction`."""
     patterns = attention_patterns(model, tokens, layers)
     targets = {name: fn(tokens) for name, fn in SCORES.items()}
+    if segment is not None:
+        segment = torch.as_tensor(segment, device=tokens.device).expand(len(tokens))
+        targets["induction"] = induction_stripe_targets(segment, tokens.shape[1])
     rows = []
     for layer, pattern in patterns.items():
         scores = {name: targeted_score(pattern, t) for name, t in targets.items()}
@@ -95,10 +140,17 @@ def head_scores(model, tokens: Int[Tensor, "batch pos"], layers: list[int] | Non
     return pd.DataFrame(rows)
 
 
-def best_head(scores: pd.DataFrame, score: str, layer: int) -> tuple[int, float]:
-    """The head of `layer` with the highest `score`, and that score."""
-    rows = scores[scores.layer == layer]
+class HeadScore(NamedTuple):
+    layer: int
+    head: int
+    value: float
+
+
+def best_head(scores: pd.DataFrame, score: str, layers: int | Iterable[int]) -> HeadScore:
+    """The (layer, head) among `layers` with the highest `score`, and that score."""
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    rows = scores[scores.layer.isin(layers)]
     if rows.empty:
-        raise ValueError(f"no scores for layer {layer}; layers present: {sorted(scores.layer.unique())}")
+        raise ValueError(f"no scores for layers {layers}; layers present: {sorted(scores.layer.unique())}")
     best = rows.loc[rows[score].idxmax()]
-    return int(best["head"]), float(best[score])
+    return HeadScore(int(best["layer"]), int(best["head"]), float(best[score]))

@@ -3,24 +3,37 @@
 Two paths give the same result: a fast one through `F.scaled_dot_product_attention` when nothing
 hooks the scores or pattern, and an explicit one that materialises them when something does.
 Positional variants live here as score biases (ALiBi) or q/k rotations (rotary); attention
-variants (later issues) plug in as new entries of `NORMALISERS`.
+variants plug in as normaliser modules in `NORMALISERS` (scores → pattern, with their own parameters).
+Which keys a query sees is the config's mask (causal or not) AND the batch's `attention_mask`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import ModelConfig
 
-# scores [batch head q k] → pattern [batch head q k]; masked entries arrive as -inf.
-NORMALISERS: dict[str, Callable[[Tensor], Tensor]] = {"softmax": lambda s: s.softmax(dim=-1)}
+
+class Softmax(nn.Module):
+    """The standard normaliser. SDPA computes exactly this, so the fast path may stand in for it."""
+
+    sdpa_equivalent = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+
+    def forward(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
+        return scores.softmax(dim=-1)  # masked entries arrive as -inf
+
+
+# Normalisers by `cfg.attention`: modules built from the config, so variants can carry parameters.
+NORMALISERS: dict[str, type[nn.Module]] = {"softmax": Softmax}
 
 
 def alibi_slopes(n_heads: int) -> Float[Tensor, " head"]:
@@ -55,7 +68,7 @@ class Attention(nn.Module):
         self.rotary = Rotary(dh, cfg.n_ctx, cfg.rotary_base) if cfg.positional == "rotary" else None
         if cfg.positional == "alibi":
             self.register_buffer("alibi", alibi_slopes(H), persistent=False)
-        self.normalise = NORMALISERS[cfg.attention]
+        self.normalise = NORMALISERS[cfg.attention](cfg)
         self.hook_q = HookPoint()  # [batch pos head d_head]
         self.hook_k = HookPoint()  # [batch pos head d_head]
         self.hook_v = HookPoint()  # [batch pos head d_head]
@@ -66,47 +79,56 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # [batch head q k]
         self.hook_z = HookPoint()  # [batch pos head d_head]
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(self, x: Float[Tensor, "batch pos d_model"],
+                attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
         batch, pos, _ = x.shape
         q, k, v = self.qkv(x).view(batch, pos, 3, self.cfg.n_heads, self.cfg.d_head).unbind(dim=2)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if self.rotary is not None:
             q, k = self.hook_rot_q(self.rotary(q)), self.hook_rot_k(self.rotary(k))
-        bias = self.score_bias(pos, x.device)
-        z = self.explicit(q, k, v, bias) if self.pattern_needed() else self.fast(q, k, v, bias)
-        z = self.hook_z(z)
+        path = self.explicit if self.pattern_needed() else self.fast
+        z = self.hook_z(path(q, k, v, self.score_bias(pos, x.device), attention_mask))
         return self.out(z.flatten(-2))
 
     def pattern_needed(self) -> bool:
-        """Materialise scores/pattern only if a hook (cache, patch, gradient) wants them."""
+        """Materialise scores/pattern only if a hook (cache, patch, gradient) or the normaliser needs them."""
         hooks = (self.hook_attn_scores, self.hook_pattern)
-        return self.cfg.attention != "softmax" or any(h.fwd_hooks or h.bwd_hooks for h in hooks)
+        return not self.normalise.sdpa_equivalent or any(h.fwd_hooks or h.bwd_hooks for h in hooks)
 
     def score_bias(self, pos: int, device: torch.device) -> Float[Tensor, "head q k"] | None:
-        """Additive score bias: ALiBi plus the causal mask as -inf; None when there is no ALiBi."""
+        """Additive ALiBi score bias; None without ALiBi."""
         if not hasattr(self, "alibi"):
             return None
         idx = torch.arange(pos, device=device)
         distance = (idx[:, None] - idx[None, :]).abs().float()  # [q k]
-        bias = -self.alibi[:, None, None] * distance
-        if self.cfg.mask == "causal":
-            bias = bias.masked_fill(idx[None, :] > idx[:, None], float("-inf"))
-        return bias
+        return -self.alibi[:, None, None] * distance
 
-    def fast(self, q, k, v, bias) -> Float[Tensor, "batch pos head d_head"]:
+    def visible(self, pos: int, attention_mask: Tensor | None, device) -> Bool[Tensor, "batch head q k"] | None:
+        """Keys each query may see: the config's causal mask AND the batch's mask; None when all are visible."""
+        allowed = attention_mask[:, None] if attention_mask is not None else None
+        if self.cfg.mask == "causal":
+            causal = torch.ones(pos, pos, dtype=torch.bool, device=device).tril()[None, None]
+            allowed = causal if allowed is None else allowed & causal
+        return allowed
+
+    def fast(self, q, k, v, bias, attention_mask) -> Float[Tensor, "batch pos head d_head"]:
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch head pos d_head]
-        is_causal = bias is None and self.cfg.mask == "causal"
-        z = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=is_causal)
+        if bias is None and attention_mask is None:  # the common case: SDPA's own causal kernel
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.mask == "causal")
+        else:
+            allowed = self.visible(q.shape[2], attention_mask, q.device)
+            if bias is not None and allowed is not None:
+                allowed = bias.masked_fill(~allowed, float("-inf"))
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=bias if allowed is None else allowed)
         return z.transpose(1, 2)
 
-    def explicit(self, q, k, v, bias) -> Float[Tensor, "batch pos head d_head"]:
+    def explicit(self, q, k, v, bias, attention_mask) -> Float[Tensor, "batch pos head d_head"]:
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
         if bias is not None:
             scores = scores + bias
-        elif self.cfg.mask == "causal":
-            pos = q.shape[1]
-            causal = torch.ones(pos, pos, dtype=torch.bool, device=q.device).triu(1)
-            scores = scores.masked_fill(causal, float("-inf"))
+        allowed = self.visible(q.shape[1], attention_mask, q.device)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(self.normalise(scores))
         return torch.einsum("bhqk,bkhd->bqhd", pattern, v)

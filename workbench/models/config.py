@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, model_serializer, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from workbench.config import Config
+
+# Block types (models/transformer.py BLOCKS): attention (+ MLP when d_mlp > 0) or an MLP alone.
+BlockName = Literal["attention", "mlp"]
 
 
 class ModelConfig(Config):
@@ -14,21 +17,34 @@ class ModelConfig(Config):
     d_model: int = Field(64, ge=1, description="residual stream width")
     n_heads: int = Field(4, ge=1, description="attention heads per layer")
     d_head: int | None = Field(None, ge=1, description="per-head width; default d_model // n_heads")
-    d_mlp: int = Field(0, ge=0, description="MLP hidden width; 0 = attention-only")
+    d_mlp: int | list[int] = Field(0, description="MLP hidden width, or one per layer; 0 = no MLP (attention-only)")
     act: Literal["gelu", "relu", "silu"] = "gelu"
     norm: Literal["layer", "rms", "none"] = "layer"
     positional: Literal["learned", "rotary", "alibi", "none"] = "learned"
-    # Room for later issues: new choices here select a function in models/attention.py.
+    # Selects a normaliser module in models/attention.py (NORMALISERS); later issues add choices.
     attention: Literal["softmax"] = "softmax"
+    # The config's default; a batch may carry its own visibility (`Batch.attention_mask`), ANDed with this.
     mask: Literal["causal", "bidirectional"] = "causal"
-    block: Literal["attention"] = "attention"
+    block: BlockName | list[BlockName] = Field(
+        "attention", description="block type, or a per-layer list repeated as a pattern over n_layers")
+    loops: int = Field(1, ge=1, description="apply each block this many times with shared weights (looped)")
+    loop_input_injection: bool = Field(False, description="add a looped block's input before every iteration")
     tied_embeddings: bool = False
     n_ctx: int = Field(128, ge=1, description="longest sequence the model accepts")
-    d_vocab: int = Field(64, ge=2, description="vocabulary size")
+    d_vocab: int = Field(64, ge=2, description="vocabulary size (token inputs and logit outputs)")
+    d_input: int = Field(0, ge=0, description="0: token ids in; >0: real-valued inputs of this width, read in linearly")
+    d_output: int = Field(0, ge=0, description="0: logits over d_vocab out; >0: a linear read-out of this width")
     init_std: float = Field(0.02, gt=0, description="std of the normal weight init")
     rotary_base: float = Field(10000.0, gt=0)
-    device: str = "cpu"
+    device: Literal["cpu", "cuda", "mps", "auto"] = Field("cpu", description="auto: cuda, then mps, then cpu")
     _derived_d_head: bool = PrivateAttr(False)
+
+    @field_validator("d_mlp")
+    @classmethod
+    def _widths_not_negative(cls, value: int | list[int]) -> int | list[int]:
+        if min(value if isinstance(value, list) else [value], default=0) < 0:
+            raise ValueError("MLP widths must be ≥ 0 (0 = no MLP in that layer)")
+        return value
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
@@ -42,7 +58,29 @@ class ModelConfig(Config):
             self._derived_d_head = True
         if self.positional == "rotary" and self.d_head % 2:
             raise ValueError(f"model.d_head={self.d_head} must be even for rotary positions")
+        for name, value in (("d_mlp", self.d_mlp), ("block", self.block)):
+            if isinstance(value, list) and (not value or self.n_layers % len(value)):
+                raise ValueError(f"model.{name}={value} has {len(value)} entries; give one per layer or a pattern "
+                                 f"whose length divides model.n_layers={self.n_layers}")
+        if self.tied_embeddings and (self.d_input or self.d_output):
+            raise ValueError("model.tied_embeddings needs token inputs and logit outputs "
+                             f"(model.d_input={self.d_input}, model.d_output={self.d_output}); set both to 0 or untie")
+        empty = [i for i in range(self.n_layers) if self.block_at(i) == "mlp" and self.d_mlp_at(i) == 0]
+        if empty:
+            raise ValueError(f"model.block: layers {empty} are 'mlp' blocks but model.d_mlp is 0 there; "
+                             "give those layers a positive d_mlp")
         return self
+
+    def per_layer(self, value):
+        """A scalar, or a list repeated as a pattern, expanded to one entry per layer."""
+        values = value if isinstance(value, list) else [value]
+        return [values[i % len(values)] for i in range(self.n_layers)]
+
+    def block_at(self, layer: int) -> str:
+        return self.per_layer(self.block)[layer]
+
+    def d_mlp_at(self, layer: int) -> int:
+        return self.per_layer(self.d_mlp)[layer]
 
     @model_serializer(mode="wrap")
     def _keep_d_head_derived(self, handler):
@@ -59,4 +97,9 @@ class ModelConfig(Config):
 
     @property
     def attn_only(self) -> bool:
-        return self.d_mlp == 0
+        return all(d == 0 for d in self.per_layer(self.d_mlp))
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """Layers whose block has attention (hook_pattern, W_Q, …); the others have none."""
+        return [i for i in range(self.n_layers) if self.block_at(i) == "attention"]

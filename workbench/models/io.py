@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -28,6 +28,18 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
         raise ConfigError(f"{path}: weights file is empty (0 bytes)")
     try:
         return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a valid safetensors file ({e}); workbench never unpickles files") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty if none), with the same clear errors as load_weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise ConfigError(f"{path}: not a valid safetensors file ({e}); workbench never unpickles files") from None
 

@@ -14,12 +14,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from workbench.config import ConfigError
+from workbench.device import device_of
 from workbench.models.attention import Attention
 from workbench.models.config import ModelConfig
 
@@ -47,10 +48,10 @@ class Norm(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, d_mlp: int):
         super().__init__()
-        self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
-        self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.fc_in = nn.Linear(cfg.d_model, d_mlp)
+        self.fc_out = nn.Linear(d_mlp, cfg.d_model)
         self.act = ACTIVATIONS[cfg.act]
         self.hook_pre = HookPoint()  # [batch pos d_mlp]
         self.hook_post = HookPoint()  # [batch pos d_mlp]
@@ -68,31 +69,100 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block; attention-only when d_mlp = 0 (then no resid_mid, like TL)."""
+    """Pre-norm residual block; attention-only when this layer's d_mlp = 0 (then no resid_mid, like TL)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.ln1, self.attn = Norm(cfg), Attention(cfg)
         self.hook_resid_pre = HookPoint()  # [batch pos d_model]
         self.hook_attn_out = HookPoint()  # [batch pos d_model]
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
         self.mlp = None
-        if cfg.d_mlp > 0:
-            self.ln2, self.mlp = Norm(cfg), MLP(cfg)
+        if cfg.d_mlp_at(layer) > 0:
+            self.ln2, self.mlp = Norm(cfg), MLP(cfg, cfg.d_mlp_at(layer))
             self.hook_resid_mid = HookPoint()  # [batch pos d_model]
             self.hook_mlp_out = HookPoint()  # [batch pos d_model]
 
-    def forward(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(self, resid: Float[Tensor, "batch pos d_model"],
+                attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_resid_pre(resid)
-        resid = resid + self.hook_attn_out(self.attn(self.ln1(resid)))
+        resid = resid + self.hook_attn_out(self.attn(self.ln1(resid), attention_mask))
         if self.mlp is not None:
             resid = self.hook_resid_mid(resid)
             resid = resid + self.hook_mlp_out(self.mlp(self.ln2(resid)))
         return self.hook_resid_post(resid)
 
 
-# Block types by `cfg.block`; Mamba and looped blocks register here in later issues.
-BLOCKS: dict[str, type[nn.Module]] = {"attention": Block}
+class MLPBlock(nn.Module):
+    """A residual MLP with no attention (`block = "mlp"`): attention hooks and views skip this layer."""
+
+    attn = None
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.ln2, self.mlp = Norm(cfg), MLP(cfg, cfg.d_mlp_at(layer))
+        self.hook_resid_pre = HookPoint()  # [batch pos d_model]
+        self.hook_mlp_out = HookPoint()  # [batch pos d_model]
+        self.hook_resid_post = HookPoint()  # [batch pos d_model]
+
+    def forward(self, resid: Float[Tensor, "batch pos d_model"],
+                attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_model"]:
+        resid = self.hook_resid_pre(resid)
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+# Block types by `cfg.block` (per layer); Mamba registers here in a later issue.
+BLOCKS: dict[str, type[nn.Module]] = {"attention": Block, "mlp": MLPBlock}
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+class Looped(nn.Module):
+    """One block applied `loops` times with shared weights. Its hook points fire once per iteration, under
+    `blocks.{l}.loop.{t}.<name>` (e.g. `blocks.0.loop.2.attn.hook_pattern`), so a cache keeps every one.
+
+    The shared block's own hook points are replaced by identities; before iteration t the hook points of
+    `loop[t]` are bound in their place (plain attributes, so the module tree names each hook once).
+    """
+
+    def __init__(self, block: nn.Module, loops: int, input_injection: bool):
+        super().__init__()
+        self.block, self.input_injection = block, input_injection
+        self.paths = [name for name, m in block.named_modules() if isinstance(m, HookPoint)]
+        self.loop = nn.ModuleList(nn.Module() for _ in range(loops))
+        for path in self.paths:
+            *parents, leaf = path.split(".")
+            owner = block.get_submodule(".".join(parents))
+            del owner._modules[leaf]
+            object.__setattr__(owner, leaf, _identity)
+            for hooks in self.loop:
+                node = hooks
+                for part in parents:
+                    if not hasattr(node, part):
+                        node.add_module(part, nn.Module())
+                    node = getattr(node, part)
+                node.add_module(leaf, HookPoint())
+
+    @property
+    def attn(self) -> nn.Module | None:
+        return self.block.attn
+
+    def forward(self, resid: Float[Tensor, "batch pos d_model"],
+                attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_model"]:
+        x0 = resid
+        for t, hooks in enumerate(self.loop):
+            for path in self.paths:
+                *parents, leaf = path.split(".")
+                object.__setattr__(self.block.get_submodule(".".join(parents)), leaf, hooks.get_submodule(path))
+            resid = self.block(resid + x0 if self.input_injection and t else resid, attention_mask)
+        return resid
+
+
+def make_block(cfg: ModelConfig, layer: int) -> nn.Module:
+    block = BLOCKS[cfg.block_at(layer)](cfg, layer)
+    return Looped(block, cfg.loops, cfg.loop_input_injection) if cfg.loops > 1 else block
 
 
 class Transformer(HookedRootModule):
@@ -108,14 +178,15 @@ class Transformer(HookedRootModule):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        # Token ids are embedded; real-valued inputs are read in linearly. Either way hook_embed is the result.
+        self.embed = nn.Linear(cfg.d_input, cfg.d_model) if cfg.d_input else nn.Embedding(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()  # [batch pos d_model]
         if cfg.positional == "learned":
             self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model)
             self.hook_pos_embed = HookPoint()  # [batch pos d_model]
-        self.blocks = nn.ModuleList(BLOCKS[cfg.block](cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(make_block(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final = Norm(cfg)
-        self.unembed = None if cfg.tied_embeddings else nn.Linear(cfg.d_model, cfg.d_vocab)
+        self.unembed = None if cfg.tied_embeddings else nn.Linear(cfg.d_model, cfg.d_output or cfg.d_vocab)
         self.init_weights()
         self.setup()
 
@@ -132,16 +203,40 @@ class Transformer(HookedRootModule):
             if name.endswith(".bias"):
                 nn.init.zeros_(p)
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
-        self.check_tokens(tokens)
-        resid = self.hook_embed(self.embed(tokens))
+    @property
+    def device(self) -> torch.device:
+        return device_of(self)
+
+    def forward(
+        self, input: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_input"],
+        attention_mask: Bool[Tensor, "batch q k"] | None = None,
+    ) -> Float[Tensor, "batch pos d_out"]:
+        """Token ids (d_input = 0) or real-valued inputs → logits [.. d_vocab] or read-out [.. d_output].
+        `attention_mask[b, q, k]` says which keys query q may see, on top of the config's causal mask."""
+        self.check_input(input, attention_mask)
+        resid = self.hook_embed(self.embed(input))
         if self.cfg.positional == "learned":
-            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            positions = torch.arange(input.shape[1], device=input.device)
             resid = resid + self.hook_pos_embed(self.pos_embed(positions)).expand_as(resid)
         for block in self.blocks:
-            resid = block(resid)
+            resid = block(resid, attention_mask)
         resid = self.ln_final(resid)
         return resid @ self.embed.weight.T if self.unembed is None else self.unembed(resid)
+
+    def check_input(self, input: Tensor, attention_mask: Tensor | None = None) -> None:
+        cfg = self.cfg
+        if cfg.d_input:
+            if input.dim() != 3 or input.shape[-1] != cfg.d_input or not input.is_floating_point():
+                raise ConfigError(f"inputs: expected a float tensor [batch, pos, {cfg.d_input}] "
+                                  f"(model.d_input={cfg.d_input}), got {tuple(input.shape)} {input.dtype}")
+        else:
+            self.check_tokens(input)
+        if input.shape[1] > cfg.n_ctx:
+            raise ConfigError(f"inputs: sequence length {input.shape[1]} exceeds model.n_ctx={cfg.n_ctx}")
+        want = (input.shape[0], input.shape[1], input.shape[1])
+        if attention_mask is not None and (attention_mask.dtype != torch.bool or tuple(attention_mask.shape) != want):
+            raise ConfigError(f"attention_mask: expected a bool tensor {list(want)} [batch q k], "
+                              f"got {tuple(attention_mask.shape)} {attention_mask.dtype}")
 
     def check_tokens(self, tokens: Tensor) -> None:
         if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):
@@ -158,7 +253,8 @@ class Transformer(HookedRootModule):
     # TransformerLens-shaped weight views, stacked over layers where TL stacks them.
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.embed.weight
+        """[d_vocab d_model] for tokens; [d_input d_model] for a linear read-in (TL's orientation)."""
+        return self.embed.weight.T if self.cfg.d_input else self.embed.weight
 
     @property
     def W_pos(self) -> Float[Tensor, "n_ctx d_model"] | None:
@@ -173,6 +269,10 @@ class Transformer(HookedRootModule):
         return 0.0 if self.unembed is None else self.unembed.bias
 
     def _stack(self, name: str) -> Tensor:
+        missing = [i for i, b in enumerate(self.blocks) if b.attn is None]
+        if missing:
+            raise ConfigError(f"{name}: layers {missing} have no attention (model.block={self.cfg.block}); use "
+                              f"model.blocks[l].attn.{name} for the layers with attention, {self.cfg.attention_layers}")
         return torch.stack([getattr(b.attn, name) for b in self.blocks])
 
     @property

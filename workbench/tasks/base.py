@@ -1,30 +1,69 @@
-"""What every task returns: a `Batch` of tokens, next-token targets and a loss mask."""
+"""What every task returns — a `Batch` — and what it declares: its loss and whether it needs causality.
+
+A batch carries token ids `[batch pos]` or real-valued inputs `[batch pos d_input]`; targets that are
+token ids, reals or binary labels; a loss mask; optionally an attention mask `[batch q k]` (segment or
+set-based visibility travels with the data, not the config); and ground truth in `meta`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, Protocol
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+from workbench.config import ConfigError
+
+LossName = Literal["cross_entropy", "mse", "binary"]
 
 
 @dataclass
 class Batch:
-    tokens: Int[Tensor, "batch pos"]
-    targets: Int[Tensor, "batch pos"]  # target at position i is the token the model should emit there
+    inputs: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_input"]
+    targets: Tensor  # ids [batch pos] (cross_entropy), reals [batch pos (d_output)] (mse), 0/1 [batch pos] (binary)
     loss_mask: Bool[Tensor, "batch pos"]  # which positions count in the loss
     meta: dict[str, Tensor] = field(default_factory=dict)  # ground truth: segment lengths, states, …
+    attention_mask: Bool[Tensor, "batch q k"] | None = None  # extra visibility, ANDed with the model's mask
+
+    @property
+    def tokens(self) -> Int[Tensor, "batch pos"]:
+        if self.inputs.is_floating_point():
+            raise ConfigError("batch.tokens: this task's inputs are real-valued; use batch.inputs")
+        return self.inputs
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Every tensor on `device` (tasks sample on the CPU, so data is the same on every device)."""
+        def move(x):
+            if isinstance(x, dict):
+                return {k: move(v) for k, v in x.items()}
+            return x.to(device) if torch.is_tensor(x) else x
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 
 class Task(Protocol):
-    """A seeded, vectorised data generator. Same generator state → same batch."""
+    """A seeded, vectorised data generator. Same generator state and step → same batch.
 
-    d_vocab: int
+    `loss` names the objective (see `workbench.train.LOSSES`); `causal` says whether it needs a causal
+    mask (a next-token objective does: with a bidirectional mask position i would read its own target).
+    `sample` receives the training step, so curricula are a function of the step and resume stays exact.
+    """
+
     seq_len: int
+    loss: LossName
+    causal: bool
 
-    def sample(self, batch: int, generator: torch.Generator) -> Batch: ...
+    def sample(self, batch: int, generator: torch.Generator, step: int | None = None) -> Batch: ...
+
+
+def check_objective(task: Task, model_cfg) -> None:
+    """Refuse a mask that lets the model see its own targets."""
+    if getattr(task, "causal", False) and model_cfg.mask != "causal":
+        raise ConfigError(
+            f"model.mask={model_cfg.mask!r} with {type(task).__name__}: its objective predicts the next token, so "
+            "a non-causal mask lets position i read its own target; use model.mask=causal"
+        )
 
 
 def next_token_batch(tokens: Int[Tensor, "batch pos"], loss_mask: Tensor, **meta: Tensor) -> Batch:
@@ -33,6 +72,11 @@ def next_token_batch(tokens: Int[Tensor, "batch pos"], loss_mask: Tensor, **meta
     mask = loss_mask.clone()
     mask[:, -1] = False
     return Batch(tokens, targets, mask, dict(meta))
+
+
+def segment_mask(segments: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch q k"]:
+    """Per-example segment ids → visibility: a query sees only keys of its own segment (packed documents)."""
+    return segments[:, :, None] == segments[:, None, :]
 
 
 def parse_token_ids(text: str | bytes, d_vocab: int, n_ctx: int) -> Int[Tensor, "1 pos"]:

@@ -20,6 +20,8 @@ class BigramLanguageConfig(Config):
 
 
 class BigramLanguage:
+    loss, causal = "cross_entropy", True
+
     def __init__(self, cfg: BigramLanguageConfig):
         self.cfg, self.d_vocab, self.seq_len = cfg, cfg.d_vocab, cfg.seq_len
         g = torch.Generator().manual_seed(cfg.language_seed)
@@ -38,7 +40,7 @@ class BigramLanguage:
         row_entropy = -(self.transition * self.transition.log()).sum(1)
         return float((stationary * row_entropy).sum())
 
-    def sample(self, batch: int, generator: torch.Generator) -> Batch:
+    def sample(self, batch: int, generator: torch.Generator, step: int | None = None) -> Batch:
         # One multinomial per position over all rows at once: vectorised across the batch.
         tokens = torch.empty(batch, self.seq_len, dtype=torch.long)
         tokens[:, 0] = torch.randint(0, self.d_vocab, (batch,), generator=generator)

@@ -35,10 +35,12 @@ class RepeatedTokensConfig(Config):
 
 
 class RepeatedTokens:
+    loss, causal = "cross_entropy", True
+
     def __init__(self, cfg: RepeatedTokensConfig):
         self.cfg, self.d_vocab, self.seq_len = cfg, cfg.d_vocab, cfg.seq_len
 
-    def sample(self, batch: int, generator: torch.Generator) -> Batch:
+    def sample(self, batch: int, generator: torch.Generator, step: int | None = None) -> Batch:
         c = self.cfg
         seg = torch.randint(c.min_segment, c.max_segment + 1, (batch, 1), generator=generator)
         fresh = torch.randint(1, c.d_vocab, (batch, c.seq_len), generator=generator)

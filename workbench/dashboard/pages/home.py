@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.experiments.runner import catalog
-from workbench.runs import DEFAULT_ROOT, list_runs
+from workbench.runs import list_runs, runs_root
 
 st.title("workbench")
 st.caption("Train small transformers on a laptop CPU and look inside them.")
@@ -19,13 +19,14 @@ for row in catalog():
         st.table(pd.DataFrame(row["criteria"]).set_index("criterion"))
 
 st.header("Runs")
-runs = list_runs(DEFAULT_ROOT)
+root = runs_root()
+runs = list_runs(root)
 if not runs:
-    st.info(f"No runs under `{DEFAULT_ROOT}` yet: start one on the Train page or with `workbench run`.")
+    st.info(f"No runs under `{root}` yet: start one on the Train page or with `workbench run`.")
 else:
     st.table(pd.DataFrame([
         {"run": r.path.name, "experiment": r.experiment, "mode": r.mode, "status": r.status,
-         "passed": r.passed} for r in runs
+         "passed": r.passed, "variants": ", ".join(r.variants or [])} for r in runs
     ]).set_index("run"))
     for r in runs:
         if r.status == "corrupt":

@@ -4,18 +4,18 @@ import pandas as pd
 import streamlit as st
 
 from workbench.bench import load_history
-from workbench.runs import DATA_ROOT
+from workbench.runs import data_root
 from workbench.viz import bench as figures
 
 st.title("Performance")
 st.caption("Our hooked model against a plain-PyTorch GPT and TransformerLens's TransformerBridge, measured "
            "side by side in one `workbench bench` run.")
 
-results, errors = load_history(DATA_ROOT)
+results, errors = load_history(data_root())
 for error in errors:
     st.warning(f"Skipped a bench file: {error}")
 if not results:
-    st.info(f"No benchmark under `{DATA_ROOT}` yet: run `workbench bench` (or `workbench bench --quick`, seconds) "
+    st.info(f"No benchmark under `{data_root()}` yet: run `workbench bench` (or `workbench bench --quick`, seconds) "
             "to write `data/bench.json`.")
     st.stop()
 

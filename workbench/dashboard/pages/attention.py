@@ -4,7 +4,7 @@ import streamlit as st
 
 from workbench.config import ConfigError
 from workbench.experiments.runner import load, saved_models
-from workbench.hooks.attention import SCORES, attention_patterns, head_scores
+from workbench.hooks.attention import SCORES, attention_layers, attention_patterns, head_scores
 from workbench.tasks import parse_token_ids
 from workbench.viz import attention_heatmap, head_score_grid
 
@@ -12,8 +12,8 @@ st.title("Attention maps")
 
 
 @st.cache_resource(show_spinner="loading model…")
-def cached_load(path: str):
-    return load(path)
+def cached_load(path: str, variant: str | None):
+    return load(path, variant=variant)
 
 
 models = saved_models()
@@ -22,7 +22,7 @@ if not models:
     st.stop()
 label = st.selectbox("model", list(models))
 try:
-    exp, cfg, model = cached_load(str(models[label]))
+    exp, cfg, model = cached_load(str(models[label].path), models[label].variant)
 except ConfigError as e:
     st.error(f"Cannot load this model: {e}")
     st.stop()
@@ -41,11 +41,18 @@ else:
     tokens = exp.sample_prompt(cfg, int(seed))
 
 left, right = st.columns(2)
-layer = left.selectbox("layer", range(model.cfg.n_layers), index=model.cfg.n_layers - 1)
+layers = attention_layers(model)
+if not layers:
+    st.warning("This model has no attention layers.")
+    st.stop()
+layer = left.selectbox("layer", layers, index=len(layers) - 1)
 head = right.selectbox("head", range(model.cfg.n_heads))
 pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
 st.plotly_chart(attention_heatmap(pattern, tokens[0].tolist(), f"layer {layer} head {head}"), key="pattern")
 
 st.subheader("Head scores on this prompt")
+st.caption("On a typed or sampled prompt the segment length is unknown, so the induction score here is the "
+           "generalised one (mass on the token after *any* earlier occurrence); the experiment reports the "
+           "standard stripe score on `BOS r r`.")
 score = st.selectbox("score", [*SCORES, "sink", "entropy"])
 st.plotly_chart(head_score_grid(head_scores(model, tokens), score), key="scores")

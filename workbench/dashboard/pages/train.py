@@ -5,7 +5,6 @@ import streamlit as st
 from workbench import experiments
 from workbench.config import ConfigError
 from workbench.experiments.runner import run, saved_figures
-from workbench.runs import DEFAULT_ROOT
 from workbench.viz import training_curves
 
 st.title("Train")
@@ -25,7 +24,7 @@ if st.button("Train", type="primary"):
         chart.plotly_chart(training_curves(rows, ["loss"]), key=f"live-{p.step}")
 
     try:
-        result = run(name, mode=mode, seed=int(seed), out=DEFAULT_ROOT, callback=on_progress, progress_bar=False,
+        result = run(name, mode=mode, seed=int(seed), callback=on_progress, progress_bar=False,
                      command=f"dashboard: {name} --{mode} --seed {seed}")
     except ConfigError as e:
         st.error(str(e))

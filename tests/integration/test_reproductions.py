@@ -1,0 +1,16 @@
+"""Every experiment's quick preset, retrained from scratch, meets its criteria. Minutes each, so marked
+slow: run by hand (`pytest -m slow`) and timed by `workbench bench --catalog`; CI re-evaluates the
+shipped quick models instead (test_shipped.py)."""
+
+import pytest
+
+from workbench import experiments
+from workbench.experiments.runner import run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", experiments.names())
+def test_quick_preset_reproduces(name, tmp_path):
+    result = run(name, mode="quick", out=tmp_path, progress_bar=False)
+    failed = [(c["name"], c["value"], c["op"], c["bound"]) for c in result["criteria"] if not c["passed"]]
+    assert not failed, failed

@@ -1,0 +1,276 @@
+"""The core seams, each exercised by a toy experiment (tests/toys.py): real-valued inputs and a curriculum,
+named loss components, variants (resumed after SIGKILL), phases that insert a module, snapshots by step,
+per-layer blocks, looped hooks, batch attention masks, devices."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import workbench
+from tests.conftest import REPO
+from tests.toys import Regression, RegressionConfig, registered
+from workbench.config import ConfigError
+from workbench.device import resolve_device
+from workbench.experiments.runner import evaluate_saved, load, resume, run
+from workbench.models import ModelConfig, build_model
+from workbench.runs import Run
+from workbench.tasks import segment_mask
+from workbench.train import snapshot_steps
+
+
+@pytest.fixture(autouse=True)
+def toys():
+    with registered():
+        yield
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_at(step):
+    def callback(progress):
+        if progress.step == step:
+            raise Interrupt
+    return callback
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- inputs, losses, curricula ---
+def test_regression_task_is_real_valued_and_its_curriculum_reads_the_step():
+    task = Regression(RegressionConfig(d=4, every=3))
+    early = task.sample(2, torch.Generator().manual_seed(0), step=0)
+    late = task.sample(2, torch.Generator().manual_seed(0), step=9)
+    assert early.inputs.dtype == torch.float32 and early.inputs.shape == (2, 8, 4)
+    assert (early.inputs[..., 1:] == 0).all() and (late.inputs[..., :4] != 0).all()
+    with pytest.raises(ConfigError, match="real-valued"):
+        early.tokens  # noqa: B018
+
+
+def test_real_valued_run_with_a_curriculum_resumes_bit_identically(tmp_path):
+    full = run("toy-regression", "smoke", out=tmp_path / "full", progress_bar=False)
+    with pytest.raises(Interrupt):  # checkpoint at 10, curriculum step every 3: the resume crosses both
+        run("toy-regression", "smoke", out=tmp_path / "cut", callback=stop_at(14), progress_bar=False)
+    [cut] = (tmp_path / "cut").iterdir()
+    resumed = resume(cut, progress_bar=False)
+    assert same_weights(load(full["run_dir"]).model.state_dict(), load(cut).model.state_dict())
+    assert resumed["metrics"] == full["metrics"]
+    assert Run(cut).metrics() == Run(full["run_dir"]).metrics()
+
+
+def test_load_goes_through_the_experiments_own_build(tmp_path):
+    result = run("toy-regression", "smoke", out=tmp_path, progress_bar=False)
+    model = workbench.load_model(result["run_dir"])
+    assert "output_scale" in dict(model.named_parameters())  # build_model alone would lack it and fail
+    assert evaluate_saved(result["run_dir"])["metrics"] == pytest.approx(result["metrics"])
+
+
+def test_named_loss_components_are_all_logged(tmp_path):
+    result = run("toy-phases", "smoke", out=tmp_path, progress_bar=False)
+    rows = Run(result["run_dir"]).metrics()
+    assert all({"loss", "mse", "l1"} <= row.keys() for row in rows)
+    assert rows[0]["loss"] == pytest.approx(rows[0]["mse"] + 1e-3 * rows[0]["l1"], rel=1e-5)
+
+
+# --- phases ---
+def test_a_phase_inserts_a_module_and_resume_survives_it(tmp_path):
+    full = run("toy-phases", "smoke", out=tmp_path / "full", progress_bar=False)
+    rows = Run(full["run_dir"]).metrics()
+    assert {r["phase"] for r in rows} == {"pretrain", "adapt"}
+    with pytest.raises(Interrupt):  # inside phase 2 (steps 15–30), after its checkpoint at 20
+        run("toy-phases", "smoke", out=tmp_path / "cut", callback=stop_at(24), progress_bar=False)
+    [cut] = (tmp_path / "cut").iterdir()
+    resume(cut, progress_bar=False)
+    a, b = load(full["run_dir"]).model.state_dict(), load(cut).model.state_dict()
+    assert "adapter.weight" in a and same_weights(a, b)
+    # the optimizer state is keyed by name: the inserted module's moments sit under its own name
+    from workbench.models.io import load_weights
+
+    state = load_weights(Run(cut).checkpoints()[-1])
+    assert "optim.adapter.weight.exp_avg" in state and "optim.blocks.0.attn.qkv.weight.exp_avg" in state
+    # a snapshot from before the insertion loads into the smaller architecture
+    early = workbench.load_model(cut, step=10)
+    assert not hasattr(early, "adapter")
+
+
+# --- snapshots ---
+def test_snapshot_steps_are_log_spaced_and_bounded():
+    steps = snapshot_steps(3000, 30)
+    assert steps[0] == 0 and steps[-1] == 3000 and 20 <= len(steps) <= 32
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    assert gaps[-1] > 10 * gaps[2]  # dense early, sparse late
+    assert snapshot_steps(100, 0) == []
+
+
+def test_snapshots_load_by_step(tmp_path):
+    result = run("toy-regression", "smoke", out=tmp_path, progress_bar=False)
+    steps = workbench.snapshots(result["run_dir"])
+    assert steps == snapshot_steps(30, 8)
+    first, last = (workbench.load_model(result["run_dir"], step=s) for s in (steps[0], steps[-1]))
+    assert same_weights(last.state_dict(), workbench.load_model(result["run_dir"]).state_dict())
+    assert not torch.equal(first.blocks[0].attn.qkv.weight, last.blocks[0].attn.qkv.weight)
+    with pytest.raises(ConfigError, match="no snapshot at step 7; snapshots: "):
+        workbench.load_model(result["run_dir"], step=7)
+
+
+# --- variants ---
+def test_variants_train_in_one_run_and_a_criterion_compares_them(tmp_path):
+    result = run("toy-variants", "smoke", out=tmp_path, progress_bar=False)
+    run_dir = Run(result["run_dir"])
+    assert run_dir.variants() == ["narrow", "wide"]
+    for name in ("narrow", "wide"):
+        assert (run_dir.path / "variants" / name / "model.safetensors").exists()
+        assert run_dir.variant(name).metrics() and run_dir.variant(name).snapshots()
+    [criterion] = result["criteria"]
+    assert criterion["bound"] == pytest.approx(2.0 * result["metrics"]["narrow.mse"])
+    assert criterion["passed"] == (result["metrics"]["wide.mse"] <= criterion["bound"])
+    assert workbench.load_model(run_dir.path, variant="narrow").cfg.d_model == 8
+    assert workbench.load_model(run_dir.path, variant="wide").cfg.d_model == 16
+    with pytest.raises(ConfigError, match="trains variants narrow, wide; pick one"):
+        workbench.load_model(run_dir.path)
+
+
+def test_set_reaches_into_a_variant_and_bad_variant_keys_name_themselves(tmp_path):
+    result = run("toy-variants", "smoke", overrides={"variants.narrow.model.d_model": "12"}, out=tmp_path,
+                 progress_bar=False)
+    assert workbench.load_model(result["run_dir"], variant="narrow").cfg.d_model == 12
+    with pytest.raises(ConfigError, match=r"variants.narrow: model.d_modl: unknown key 'd_modl'"):
+        run("toy-variants", "smoke", overrides={"variants.narrow.model.d_modl": "12"}, out=tmp_path)
+    with pytest.raises(ConfigError, match="variant name may use letters"):
+        run("toy-variants", "smoke", overrides={"variants": {"a.b": {}}}, out=tmp_path)
+
+
+def test_two_variant_run_resumes_after_sigkill_inside_the_second_variant(tmp_path):
+    args = ["run", "toy-variants", "--smoke", "--set", "train.steps=2000", "--set", "train.checkpoint_every=25",
+            "--set", "train.log_every=25", "--out", str(tmp_path / "cut")]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.toys", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline, wide = time.time() + 240, None
+    while time.time() < deadline:
+        runs = list((tmp_path / "cut").glob("toy-variants-*"))
+        wide = runs and Run(runs[0]).variant("wide")
+        if wide and len(wide.checkpoints()) >= 2:
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cut = Run(runs[0])
+    assert cut.status() == "interrupted" and not (wide.path / "model.safetensors").exists()
+    assert (cut.path / "variants" / "narrow" / "model.safetensors").exists()
+    narrow_before = (cut.path / "variants" / "narrow" / "model.safetensors").read_bytes()
+    resumed = resume(cut.path, progress_bar=False)
+    full = run("toy-variants", "smoke", overrides={"train.steps": 2000, "train.checkpoint_every": 25,
+                                                    "train.log_every": 25}, out=tmp_path / "full", progress_bar=False)
+    for name in ("narrow", "wide"):
+        a = workbench.load_model(full["run_dir"], variant=name).state_dict()
+        assert same_weights(a, workbench.load_model(cut.path, variant=name).state_dict()), name
+    assert (cut.path / "variants" / "narrow" / "model.safetensors").read_bytes() == narrow_before  # not retrained
+    assert resumed["metrics"] == full["metrics"]
+
+
+def test_cli_eval_and_runs_cover_variants(tmp_path):
+    result = run("toy-variants", "smoke", out=tmp_path, progress_bar=False)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "tests.toys", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+    listing = cli("runs", "--out", str(tmp_path))
+    assert "variants: narrow, wide" in listing.stdout
+    evaluated = cli("eval", result["run_dir"], "--json")
+    assert json.loads(evaluated.stdout.splitlines()[-1])["metrics"] == pytest.approx(result["metrics"])
+
+
+# --- blocks, loops, masks ---
+def test_per_layer_block_pattern_and_mlp_widths():
+    cfg = ModelConfig(n_layers=4, d_model=16, n_heads=2, d_vocab=11, n_ctx=8, block=["attention", "mlp"],
+                      d_mlp=[0, 24, 32, 40])
+    model = build_model(cfg, seed=0)
+    assert [type(b).__name__ for b in model.blocks] == ["Block", "MLPBlock", "Block", "MLPBlock"]
+    assert model.blocks[0].mlp is None and model.blocks[2].mlp.fc_in.out_features == 32
+    assert cfg.attention_layers == [0, 2]
+    _, cache = model.run_with_cache(torch.zeros(1, 5, dtype=torch.long))
+    assert "blocks.1.attn.hook_pattern" not in cache and "blocks.1.hook_mlp_out" in cache
+    with pytest.raises(ConfigError, match=r"layers \[1, 3\] have no attention"):
+        model.W_Q  # noqa: B018
+    from workbench.hooks.attention import attention_patterns
+
+    with pytest.warns(UserWarning, match=r"skipping layers \[1, 3\]"):
+        assert list(attention_patterns(model, torch.zeros(1, 5, dtype=torch.long))) == [0, 2]
+    with pytest.raises(ConfigError, match="give one per layer or a pattern"):
+        ModelConfig.parse({"n_layers": 3, "block": ["attention", "mlp"]})
+    with pytest.raises(ConfigError, match="'mlp' blocks but model.d_mlp is 0"):
+        ModelConfig.parse({"n_layers": 2, "block": ["attention", "mlp"], "d_mlp": 0})
+
+
+def test_looped_block_fires_its_hooks_once_per_iteration_with_shared_weights():
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=11, n_ctx=8, loops=3)
+    model = build_model(cfg, seed=0)
+    tokens = torch.randint(0, 11, (2, 6), generator=torch.Generator().manual_seed(0))
+    logits, cache = model.run_with_cache(tokens)
+    resid = [cache[f"blocks.0.loop.{t}.hook_resid_post"] for t in range(3)]
+    assert not torch.equal(resid[0], resid[1]) and not torch.equal(resid[1], resid[2])
+    # the same weights, applied three times by hand
+    block, x = model.blocks[0].block, cache["blocks.0.loop.0.hook_resid_pre"]
+    for t in range(3):
+        x = block(x)
+        torch.testing.assert_close(x, resid[t])
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == sum(p.numel() for p in build_model(cfg.model_copy(update={"loops": 1})).parameters())
+    torch.testing.assert_close(model(tokens), logits)  # fast path (no hooks) equals the cached run
+
+
+def test_segment_mask_equals_a_hand_written_visibility_matrix():
+    segments = torch.tensor([[1, 1, 2, 2, 2, 3]])
+    # causal AND same segment, written out by hand: row = query, column = key
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],
+    ], dtype=torch.bool)
+    for positional in ("none", "alibi", "rotary"):
+        model = build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2, d_vocab=11, n_ctx=8,
+                                        positional=positional), seed=0)
+        tokens = torch.randint(0, 11, (1, 6), generator=torch.Generator().manual_seed(0))
+        mask = segment_mask(segments)
+        explicit, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: "pattern" in n)
+        for layer in range(2):
+            assert torch.equal(cache[f"blocks.{layer}.attn.hook_pattern"][0] > 0, expected.expand(2, -1, -1))
+        torch.testing.assert_close(model(tokens, attention_mask=mask), explicit, atol=1e-5, rtol=0)  # fast path
+        # no absolute positions: a segment in the packed batch computes what it computes alone
+        torch.testing.assert_close(explicit[:, 2:5], model(tokens[:, 2:5]), atol=1e-5, rtol=0)
+
+
+def test_bidirectional_mask_with_a_next_token_objective_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="model.mask='bidirectional' with RepeatedTokens: .*own target"):
+        run("induction", "smoke", overrides={"model.mask": "bidirectional"}, out=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+# --- devices ---
+def test_device_resolution_and_clear_errors():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="model.device='cuda' is not available"):
+            resolve_device("cuda")
+
+
+def test_resume_with_a_device_override_continues(tmp_path):
+    with pytest.raises(Interrupt):
+        run("toy-regression", "smoke", out=tmp_path, callback=stop_at(14), progress_bar=False)
+    [cut] = tmp_path.iterdir()
+    result = resume(cut, progress_bar=False, device="auto")
+    assert result["config"]["model"]["device"] == "auto"
+    assert workbench.load_model(cut, device="cpu").device.type == "cpu"

@@ -2,6 +2,7 @@
 The real-browser tests in tests/browser load every page on a freshly started server."""
 
 import json
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -78,3 +79,18 @@ def test_dashboard_binds_loopback_with_xsrf_protection_on():
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.enableXsrfProtection"] == "true"
     assert cmd[4].endswith("workbench/dashboard/app.py")
+
+
+def test_attention_page_lists_each_variant_like_a_model(runs_root):
+    from tests.toys import registered
+    from workbench.experiments.runner import run
+
+    with registered():
+        result = run("toy-variants", "smoke", out=runs_root, progress_bar=False)
+        at = page("attention")
+        name = Path(result["run_dir"]).name
+        options = at.selectbox[0].options
+        assert f"run: {name} (done) / narrow" in options and f"run: {name} (done) / wide" in options
+        at.selectbox[0].set_value(f"run: {name} (done) / narrow").run()
+        assert not at.exception and not at.error
+        assert at.radio[0].options == ["sampled from the task"]  # real-valued inputs: no typed token ids

@@ -127,7 +127,9 @@ def head_scores(model, tokens: Int[Tensor, "batch pos"], layers: list[int] | Non
     """One row per (layer, head): previous_token, generalised_induction, duplicate_token, sink, entropy,
     and, when `tokens` are `BOS r r` with known segment length(s) `segment`, the standard `induction`."""
     patterns = attention_patterns(model, tokens, layers)
-    targets = {name: fn(tokens) for name, fn in SCORES.items()}
+    # Real-valued inputs have no token identities: only the positional score applies.
+    scores = ["previous_token"] if tokens.is_floating_point() else SCORES
+    targets = {name: SCORES[name](tokens) for name in scores}
     if segment is not None:
         segment = torch.as_tensor(segment, device=tokens.device).expand(len(tokens))
         targets["induction"] = induction_stripe_targets(segment, tokens.shape[1])

@@ -4,7 +4,7 @@ import streamlit as st
 
 from workbench.config import ConfigError
 from workbench.experiments.runner import load, saved_models
-from workbench.hooks.attention import SCORES, attention_layers, attention_patterns, head_scores
+from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
 from workbench.tasks import parse_token_ids
 from workbench.viz import attention_heatmap, head_score_grid
 
@@ -27,7 +27,9 @@ except ConfigError as e:
     st.error(f"Cannot load this model: {e}")
     st.stop()
 
-source = st.radio("prompt", ["sampled from the task", "typed token ids"], horizontal=True)
+real_valued = bool(getattr(model.cfg, "d_input", 0))  # inputs are vectors: no typed ids, positions as labels
+sources = ["sampled from the task"] if real_valued else ["sampled from the task", "typed token ids"]
+source = st.radio("prompt", sources, horizontal=True)
 if source == "typed token ids":
     default = " ".join(map(str, exp.sample_prompt(cfg, 0)[0, :24].tolist()))
     text = st.text_input("token ids (space separated)", default)
@@ -38,7 +40,8 @@ if source == "typed token ids":
         st.stop()
 else:
     seed = st.number_input("sample seed", min_value=0, max_value=10**6, value=0)
-    tokens = exp.sample_prompt(cfg, int(seed))
+    tokens = exp.sample_prompt(cfg, int(seed)).to(model.device)
+labels = None if real_valued else tokens[0].tolist()
 
 left, right = st.columns(2)
 layers = attention_layers(model)
@@ -48,11 +51,12 @@ if not layers:
 layer = left.selectbox("layer", layers, index=len(layers) - 1)
 head = right.selectbox("head", range(model.cfg.n_heads))
 pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
-st.plotly_chart(attention_heatmap(pattern, tokens[0].tolist(), f"layer {layer} head {head}"), key="pattern")
+st.plotly_chart(attention_heatmap(pattern, labels, f"layer {layer} head {head}"), key="pattern")
 
 st.subheader("Head scores on this prompt")
 st.caption("On a typed or sampled prompt the segment length is unknown, so the induction score here is the "
            "generalised one (mass on the token after *any* earlier occurrence); the experiment reports the "
            "standard stripe score on `BOS r r`.")
-score = st.selectbox("score", [*SCORES, "sink", "entropy"])
-st.plotly_chart(head_score_grid(head_scores(model, tokens), score), key="scores")
+table = head_scores(model, tokens)
+score = st.selectbox("score", [c for c in table.columns if c not in ("layer", "head")])
+st.plotly_chart(head_score_grid(table, score), key="scores")

@@ -11,7 +11,7 @@ REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 VARIANTS = [
     dict(positional=pos, mask=mask, norm=norm, d_mlp=d_mlp, tied_embeddings=tied)
     for pos, mask, (norm, d_mlp, tied) in itertools.product(
-        ["learned", "rotary", "alibi", "none"], ["causal", "bidirectional"],
+        ["learned", "rotary", "alibi", "relative-bias", "none"], ["causal", "bidirectional"],
         [("layer", 0, False), ("rms", 48, True), ("none", 32, False)],
     )
 ]

@@ -141,8 +141,9 @@ def cmd_list(args) -> None:
 def print_result(result: dict, as_json: bool) -> None:
     for c in result["criteria"]:
         value = "missing" if c["value"] is None else f"{c['value']:.4g}"
+        versus = f" × {c['versus']} = {c['bound']:.4g}" if c.get("versus") and c.get("bound") is not None else ""
         print(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['metric']} = {value} "
-              f"(needs {c['op']} {c['threshold']})")
+              f"(needs {c['op']} {c['threshold']}{versus})")
     print(f"{result['experiment']} ({result['mode']}): {'PASSED' if result['passed'] else 'FAILED'} "
           f"in {result['seconds']:.1f} s" + (f" → {result['run_dir']}" if "run_dir" in result else ""))
     if as_json:

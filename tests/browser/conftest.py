@@ -23,9 +23,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def runs_dir(tmp_path_factory):
+    """The server's run registry: empty, so pages show shipped models (tests may add runs)."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def server(runs_dir):
     port = free_port()
-    env = {**os.environ, "WORKBENCH_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    env = {**os.environ, "WORKBENCH_RUNS": str(runs_dir)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "workbench", "dashboard", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

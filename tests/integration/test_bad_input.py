@@ -16,6 +16,7 @@ import workbench
 from tests.conftest import REPO
 from workbench.cli import main
 from workbench.hooks.attention import attention_patterns
+from workbench.hooks.icl import probe_by_layer
 from workbench.models import ModelConfig, build_model
 from workbench.runs import list_runs
 from workbench.tasks import parse_token_ids
@@ -178,6 +179,21 @@ CASES = [
     Case("layer out of range", "api", lambda t, m: attention_patterns(workbench.load_model(SHIPPED),
                                                                       torch.zeros(1, 4, dtype=torch.long), [5]),
          "layer 5 out of range"),
+    Case("task pool M ≤ 0", "cli", cli("run", "icl-linear", "--smoke", "--set", "task.M=0"),
+         "task.M: Input should be greater than or equal to 1"),
+    Case("task wider than the read-in", "cli", cli("run", "icl-linear", "--smoke", "--set", "task.d=8"),
+         "task.d=8 needs model.d_input=9"),
+    Case("more examples than the context holds", "cli",
+         cli("run", "icl-linear", "--smoke", "--set", "task.n_points=12"), "more than model.n_ctx=22 holds"),
+    Case("probe at a hook point that does not exist", "api",
+         lambda t, m: probe_by_layer(workbench.load_model(SHIPPED), torch.zeros(4, 6, dtype=torch.long),
+                                     torch.zeros(4, 1), torch.zeros(4, 6, dtype=torch.bool),
+                                     hook="blocks.{layer}.hook_resid_later"),
+         "hook point 'blocks.0.hook_resid_later' does not exist"),
+    Case("variant that does not exist", "api", lambda t, m: workbench.load_model(SHIPPED, variant="rotary"),
+         "variant 'rotary' unknown"),
+    Case("bidirectional next-token objective", "cli",
+         cli("run", "icl-markov", "--smoke", "--set", "model.mask=bidirectional"), "lets position i read its own"),
     Case("empty prompt", "form", form(""), "prompt: empty"),
     Case("blank prompt", "form", form("  \t "), "prompt: empty"),
     Case("non-UTF-8 prompt", "form", form(b"\xc3\x28 1 2"), "not valid UTF-8"),

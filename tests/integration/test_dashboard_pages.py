@@ -25,7 +25,7 @@ def page(name):
     return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
 
 
-@pytest.mark.parametrize("name", ["home", "attention", "train", "performance"])
+@pytest.mark.parametrize("name", ["home", "attention", "icl", "train", "performance"])
 def test_every_page_renders_without_exception(name, runs_root):
     assert not page(name).exception
 
@@ -94,3 +94,14 @@ def test_attention_page_lists_each_variant_like_a_model(runs_root):
         at.selectbox[0].set_value(f"run: {name} (done) / narrow").run()
         assert not at.exception and not at.error
         assert at.radio[0].options == ["sampled from the task"]  # real-valued inputs: no typed token ids
+
+
+@pytest.mark.parametrize("name", ["icl-markov", "icl-linear"])
+def test_icl_page_renders_each_icl_experiment(name, runs_root):
+    from workbench.experiments.runner import run
+
+    run(name, "smoke", out=runs_root, progress_bar=False)
+    at = page("icl")
+    at.selectbox[0].set_value(name).run()
+    assert not at.exception and not at.error
+    assert at.get("plotly_chart"), "no figure"

@@ -9,8 +9,9 @@ from workbench.models import ModelConfig, build_model
 ATTN_HOOKS = ["hook_q", "hook_k", "hook_v", "hook_z", "hook_attn_scores", "hook_pattern"]
 
 
-def naive_attention(attn, x):
-    """Reference: per-head loops, explicit softmax — no shared code with the model's paths."""
+def naive_attention(attn, x, bias=None):
+    """Reference: per-head loops, explicit softmax — no shared code with the model's paths.
+    `bias(h, q, k)` is an additive score bias (e.g. a relative-position bias)."""
     cfg = attn.cfg
     out = torch.zeros(x.shape[0], x.shape[1], cfg.d_model)
     pos = x.shape[1]
@@ -19,6 +20,8 @@ def naive_attention(attn, x):
         k = x @ attn.W_K[h] + attn.qkv.bias[(cfg.n_heads + h) * cfg.d_head:(cfg.n_heads + h + 1) * cfg.d_head]
         v = x @ attn.W_V[h] + attn.qkv.bias[(2 * cfg.n_heads + h) * cfg.d_head:(2 * cfg.n_heads + h + 1) * cfg.d_head]
         scores = q @ k.transpose(1, 2) / math.sqrt(cfg.d_head)
+        if bias is not None:
+            scores = scores + torch.tensor([[bias(h, i, j) for j in range(pos)] for i in range(pos)])
         mask = torch.triu(torch.ones(pos, pos, dtype=torch.bool), 1)
         scores = scores.masked_fill(mask, float("-inf"))
         out += torch.softmax(scores, -1) @ v @ attn.W_O[h]
@@ -31,6 +34,32 @@ def test_attention_equals_naive_reference():
     torch.nn.init.normal_(attn.qkv.bias)
     x = torch.randn(2, 9, 24)
     torch.testing.assert_close(attn(x), naive_attention(attn, x), atol=1e-5, rtol=1e-5)
+
+
+def test_relative_bias_attention_equals_naive_reference():
+    cfg = ModelConfig(n_layers=1, d_model=24, n_heads=3, d_vocab=11, n_ctx=9, positional="relative-bias")
+    attn = build_model(cfg, seed=1).blocks[0].attn
+    torch.nn.init.normal_(attn.rel_bias)
+    x = torch.randn(2, 7, 24)
+    table = attn.rel_bias.detach()
+    reference = naive_attention(attn, x, bias=lambda h, q, k: table[h, q - k + cfg.n_ctx - 1].item())
+    torch.testing.assert_close(attn(x), reference, atol=1e-5, rtol=1e-5)  # the fast path (SDPA with a bias)
+    _, cache = build_model(cfg, seed=1).run_with_cache(torch.zeros(1, 3, dtype=torch.long))
+    assert "blocks.0.attn.hook_pattern" in cache
+    grad = torch.autograd.grad(attn(x).sum(), attn.rel_bias)[0]
+    assert grad[:, cfg.n_ctx - 1:cfg.n_ctx + 6].abs().sum() > 0 and grad[:, :cfg.n_ctx - 1].abs().sum() == 0  # causal
+
+
+def test_looped_with_input_injection_equals_naive_reference():
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=11, n_ctx=8, loops=3, loop_input_injection=True,
+                      positional="none")
+    model = build_model(cfg, seed=2)
+    tokens = torch.randint(0, 11, (2, 6), generator=torch.Generator().manual_seed(0))
+    x0 = model.embed(tokens)
+    x = x0
+    for t in range(3):  # Yang et al.: the loop's input is added back before every iteration after the first
+        x = model.blocks[0].block(x + x0 if t else x)
+    torch.testing.assert_close(model(tokens), model.unembed(model.ln_final(x)))
 
 
 def test_shapes_and_hook_names(variant_model, tokens):

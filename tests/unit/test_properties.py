@@ -48,14 +48,14 @@ model_fields = st.fixed_dictionaries({}, optional={
     "d_head": st.one_of(st.none(), st.integers(-1, 12)), "d_mlp": st.integers(-2, 40),
     "act": st.sampled_from(["gelu", "relu", "silu", "tanh"]),
     "norm": st.sampled_from(["layer", "rms", "none", "batch"]),
-    "positional": st.sampled_from(["learned", "rotary", "alibi", "none", "sinusoid"]),
+    "positional": st.sampled_from(["learned", "rotary", "alibi", "relative-bias", "none", "sinusoid"]),
     "mask": st.sampled_from(["causal", "bidirectional", "random"]), "tied_embeddings": st.booleans(),
     "n_ctx": st.integers(-1, 16), "d_vocab": st.integers(-1, 20), "colour": st.just("blue"),
 })
 
 
 CHOICES = {"act": {"gelu", "relu", "silu"}, "norm": {"layer", "rms", "none"},
-           "positional": {"learned", "rotary", "alibi", "none"}, "mask": {"causal", "bidirectional"}}
+           "positional": {"learned", "rotary", "alibi", "relative-bias", "none"}, "mask": {"causal", "bidirectional"}}
 MINIMUM = {"n_layers": 1, "d_model": 1, "n_heads": 1, "d_head": 1, "d_mlp": 0, "n_ctx": 1, "d_vocab": 2}
 
 

@@ -13,6 +13,7 @@ pages = {
     "workbench": [
         st.Page("pages/home.py", title="Home", default=True),
         st.Page("pages/attention.py", title="Attention"),
+        st.Page("pages/icl.py", title="In-context learning"),
         st.Page("pages/train.py", title="Train"),
         st.Page("pages/performance.py", title="Performance"),
     ]

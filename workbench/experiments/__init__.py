@@ -21,13 +21,18 @@ def get(name: str) -> Experiment:
     return _REGISTRY[name]
 
 
-def names() -> list[str]:
-    return list(_REGISTRY)
+def names(family: str | None = None) -> list[str]:
+    """Registered experiments, in registration order; only one hook family's if `family` is given."""
+    return [name for name, exp in _REGISTRY.items() if family is None or exp.family == family]
 
 
 # --- registration: one line per experiment ---
+from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
+from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
 
 register(Induction())
+register(ICLLinear())
+register(ICLMarkov())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

@@ -101,6 +101,7 @@ class Experiment:
     title: ClassVar[str]
     paper: ClassVar[str]
     claim: ClassVar[str]
+    family: ClassVar[str] = "attention"  # which hook family's page shows it: attention | icl | …
     Config: ClassVar[type[ExperimentConfig]]
     presets: ClassVar[dict[Mode, dict[str, Any]]]  # dotted overrides on top of Config() defaults
     criteria: ClassVar[list[Criterion]]

@@ -40,10 +40,12 @@ class Loaded(NamedTuple):
 
 
 class ModelRef(NamedTuple):
-    """Where a loadable model lives: a run or data/ folder, and the variant inside it (None: the only model)."""
+    """Where a loadable model lives: a run or data/ folder, the variant inside it (None: the only model), and
+    the experiment that made it."""
 
     path: Path
     variant: str | None = None
+    experiment: str | None = None
 
 
 def run(
@@ -287,15 +289,17 @@ def catalog(data_root_: str | Path | None = None) -> list[dict]:
     return rows
 
 
-def saved_models(data_root_: str | Path | None = None, runs_root_: str | Path | None = None) -> dict[str, ModelRef]:
-    """Loadable models by label — shipped `data/<exp>` first, then runs with weights — one per variant."""
+def saved_models(data_root_: str | Path | None = None, runs_root_: str | Path | None = None,
+                 experiments: list[str] | None = None) -> dict[str, ModelRef]:
+    """Loadable models by label — shipped `data/<exp>` first, then runs with weights — one per variant;
+    only those of `experiments` if given."""
     found = {}
     for config in sorted(Path(data_root_ or data_root()).glob("*/config.json")):
         found.update(model_refs(config.parent, f"shipped: {config.parent.name}"))
     for info in list_runs(runs_root_ or runs_root()):
         if info.status != "corrupt":
             found.update(model_refs(info.path, f"run: {info.path.name} ({info.status})"))
-    return found
+    return {k: ref for k, ref in found.items() if experiments is None or ref.experiment in experiments}
 
 
 def model_refs(path: Path, label: str) -> dict[str, ModelRef]:
@@ -303,9 +307,10 @@ def model_refs(path: Path, label: str) -> dict[str, ModelRef]:
     def loadable(p: Path) -> bool:
         return (p / "model.safetensors").exists() or bool(Run(p).checkpoints())
     try:
-        variants = Run(path).variants()
+        saved = Run(path)
+        variants, experiment = saved.variants(), saved.header.get("experiment")
     except ConfigError:
         return {}
     if not variants:
-        return {label: ModelRef(path)} if loadable(path) else {}
-    return {f"{label} / {v}": ModelRef(path, v) for v in variants if loadable(path / "variants" / v)}
+        return {label: ModelRef(path, None, experiment)} if loadable(path) else {}
+    return {f"{label} / {v}": ModelRef(path, v, experiment) for v in variants if loadable(path / "variants" / v)}

@@ -68,6 +68,8 @@ class Attention(nn.Module):
         self.rotary = Rotary(dh, cfg.n_ctx, cfg.rotary_base) if cfg.positional == "rotary" else None
         if cfg.positional == "alibi":
             self.register_buffer("alibi", alibi_slopes(H), persistent=False)
+        if cfg.positional == "relative-bias":  # index n_ctx − 1 + (q − k): offsets −(n_ctx−1) … n_ctx−1
+            self.rel_bias = nn.Parameter(torch.zeros(H, 2 * cfg.n_ctx - 1))
         self.normalise = NORMALISERS[cfg.attention](cfg)
         self.hook_q = HookPoint()  # [batch pos head d_head]
         self.hook_k = HookPoint()  # [batch pos head d_head]
@@ -96,12 +98,14 @@ class Attention(nn.Module):
         return not self.normalise.sdpa_equivalent or any(h.fwd_hooks or h.bwd_hooks for h in hooks)
 
     def score_bias(self, pos: int, device: torch.device) -> Float[Tensor, "head q k"] | None:
-        """Additive ALiBi score bias; None without ALiBi."""
-        if not hasattr(self, "alibi"):
-            return None
+        """Additive positional score bias (ALiBi's fixed slopes or a learned relative bias); else None."""
         idx = torch.arange(pos, device=device)
-        distance = (idx[:, None] - idx[None, :]).abs().float()  # [q k]
-        return -self.alibi[:, None, None] * distance
+        offset = idx[:, None] - idx[None, :]  # [q k]: q − k
+        if hasattr(self, "alibi"):
+            return -self.alibi[:, None, None] * offset.abs().float()
+        if hasattr(self, "rel_bias"):
+            return self.rel_bias[:, offset + self.cfg.n_ctx - 1]
+        return None
 
     def visible(self, pos: int, attention_mask: Tensor | None, device) -> Bool[Tensor, "batch head q k"] | None:
         """Keys each query may see: the config's causal mask AND the batch's mask; None when all are visible."""

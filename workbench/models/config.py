@@ -20,7 +20,8 @@ class ModelConfig(Config):
     d_mlp: int | list[int] = Field(0, description="MLP hidden width, or one per layer; 0 = no MLP (attention-only)")
     act: Literal["gelu", "relu", "silu"] = "gelu"
     norm: Literal["layer", "rms", "none"] = "layer"
-    positional: Literal["learned", "rotary", "alibi", "none"] = "learned"
+    # relative-bias: a learned score bias per head and offset q − k (Markov ICL recipe; T5-style, unbucketed)
+    positional: Literal["learned", "rotary", "alibi", "relative-bias", "none"] = "learned"
     # Selects a normaliser module in models/attention.py (NORMALISERS); later issues add choices.
     attention: Literal["softmax"] = "softmax"
     # The config's default; a batch may carry its own visibility (`Batch.attention_mask`), ANDed with this.

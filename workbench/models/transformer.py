@@ -115,16 +115,12 @@ class MLPBlock(nn.Module):
 BLOCKS: dict[str, type[nn.Module]] = {"attention": Block, "mlp": MLPBlock}
 
 
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
 class Looped(nn.Module):
     """One block applied `loops` times with shared weights. Its hook points fire once per iteration, under
     `blocks.{l}.loop.{t}.<name>` (e.g. `blocks.0.loop.2.attn.hook_pattern`), so a cache keeps every one.
 
-    The shared block's own hook points are replaced by identities; before iteration t the hook points of
-    `loop[t]` are bound in their place (plain attributes, so the module tree names each hook once).
+    The shared block's own hook points are taken out of the module tree; before iteration t the hook points
+    of `loop[t]` are bound in their place as plain attributes, so the module tree names each hook once.
     """
 
     def __init__(self, block: nn.Module, loops: int, input_injection: bool):
@@ -134,9 +130,7 @@ class Looped(nn.Module):
         self.loop = nn.ModuleList(nn.Module() for _ in range(loops))
         for path in self.paths:
             *parents, leaf = path.split(".")
-            owner = block.get_submodule(".".join(parents))
-            del owner._modules[leaf]
-            object.__setattr__(owner, leaf, _identity)
+            del block.get_submodule(".".join(parents))._modules[leaf]
             for hooks in self.loop:
                 node = hooks
                 for part in parents:
@@ -145,17 +139,23 @@ class Looped(nn.Module):
                     node = getattr(node, part)
                 node.add_module(leaf, HookPoint())
 
+        self.bind(0)
+
     @property
     def attn(self) -> nn.Module | None:
         return self.block.attn
 
+    def bind(self, t: int) -> None:
+        """Point the shared block's hook attributes at iteration t's hook points."""
+        for path in self.paths:
+            *parents, leaf = path.split(".")
+            object.__setattr__(self.block.get_submodule(".".join(parents)), leaf, self.loop[t].get_submodule(path))
+
     def forward(self, resid: Float[Tensor, "batch pos d_model"],
                 attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_model"]:
         x0 = resid
-        for t, hooks in enumerate(self.loop):
-            for path in self.paths:
-                *parents, leaf = path.split(".")
-                object.__setattr__(self.block.get_submodule(".".join(parents)), leaf, hooks.get_submodule(path))
+        for t in range(len(self.loop)):
+            self.bind(t)
             resid = self.block(resid + x0 if self.input_injection and t else resid, attention_mask)
         return resid
 

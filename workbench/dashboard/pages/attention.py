@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from workbench import experiments
 from workbench.config import ConfigError
 from workbench.experiments.runner import load, saved_models
 from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
@@ -16,11 +17,19 @@ def cached_load(path: str, variant: str | None):
     return load(path, variant=variant)
 
 
+def family(experiment: str | None) -> str:
+    """Attention-family models first: the page's default is one whose phenomenon is an attention pattern."""
+    try:
+        return experiments.get(experiment or "?").family
+    except ConfigError:
+        return "?"
+
+
 models = saved_models()
 if not models:
     st.warning("No saved models: ship one with `workbench run induction --quick --ship` or train on the Train page.")
     st.stop()
-label = st.selectbox("model", list(models))
+label = st.selectbox("model", sorted(models, key=lambda label: family(models[label].experiment) != "attention"))
 try:
     exp, cfg, model = cached_load(str(models[label].path), models[label].variant)
 except ConfigError as e:

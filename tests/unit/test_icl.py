@@ -1,0 +1,117 @@
+"""In-context-learning baselines against references, the ICL tasks, and probes."""
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.hooks.icl import (
+    baseline_predictions,
+    bigram_bayes,
+    kl_divergence,
+    probe_by_layer,
+    ridge_r2,
+    unigram_counts,
+)
+from workbench.models import ModelConfig, build_model
+from workbench.tasks.markov import MarkovChains, MarkovConfig
+from workbench.tasks.regression import LinearRegression, RegressionConfig
+
+G = torch.Generator().manual_seed(0)
+
+
+def regression_batch(**kw):
+    return LinearRegression(RegressionConfig(d=4, n_points=9, **kw)).sample(16, torch.Generator().manual_seed(1))
+
+
+def test_ols_equals_numpy_lstsq_min_norm():
+    batch = regression_batch()
+    x, y = batch.meta["x"], batch.meta["y"]
+    pred = baseline_predictions(x, y, "ols")
+    for b in range(3):
+        for k in (0, 2, 4, 8):  # under-, exactly and over-determined
+            if k == 0:
+                assert pred[b, 0] == 0
+                continue
+            w = np.linalg.lstsq(x[b, :k].double().numpy(), y[b, :k].double().numpy(), rcond=None)[0]
+            assert pred[b, k].item() == pytest.approx(float(x[b, k].double().numpy() @ w), abs=1e-4)
+
+
+def test_ridge_is_the_closed_form_posterior_mean():
+    batch = regression_batch(noise=0.5)
+    x, y = batch.meta["x"].double(), batch.meta["y"].double()
+    pred = baseline_predictions(x, y, "ridge", noise=0.5)
+    X, Y = x[0, :5], y[0, :5]
+    cov = torch.linalg.inv(X.T @ X / 0.25 + torch.eye(4))  # posterior covariance under w ~ N(0, I)
+    mean = cov @ X.T @ Y / 0.25
+    assert pred[0, 5].item() == pytest.approx(float(x[0, 5] @ mean), rel=1e-6)
+
+
+def test_dmmse_on_a_one_task_pool_returns_that_task():
+    task = LinearRegression(RegressionConfig(d=4, n_points=6, M=1, noise=0.1))
+    batch = task.sample(8, torch.Generator().manual_seed(2))
+    pred = baseline_predictions(batch.meta["x"], batch.meta["y"], "dmmse", noise=0.1, pool=task.pool)
+    torch.testing.assert_close(pred, batch.meta["x"] @ task.pool[0])
+
+
+def test_knn_averaging_and_zero_by_hand():
+    x = torch.tensor([[[1.0, 0], [0, 1], [2, 0], [1.1, 0]]])
+    y = torch.tensor([[1.0, 2.0, 3.0, 9.0]])
+    assert baseline_predictions(x, y, "knn")[0, 3].item() == pytest.approx((1 + 3 + 2) / 3)
+    assert baseline_predictions(x, y, "averaging")[0, 2].item() == pytest.approx(((1 * 1 + 0) / 2) * 2)
+    assert baseline_predictions(x, y, "zero").abs().sum() == 0
+
+
+def test_regression_format_curriculum_and_pool():
+    task = LinearRegression(RegressionConfig(d=5, n_points=11, dims_start=2, points_start=5, dims_every=400,
+                                             points_every=400))
+    early = task.sample(4, torch.Generator().manual_seed(0), step=0)
+    late = task.sample(4, torch.Generator().manual_seed(0), step=1300)
+    assert early.inputs.shape == (4, 10, 6) and late.inputs.shape == (4, 22, 6)  # 5 points → 5 + 2·3 = 11
+    assert task.sample(4, torch.Generator().manual_seed(0), step=450).inputs.shape == (4, 14, 6)  # 7 points
+    assert task.active_dims(450) == 3 and task.active_dims(5000) == 5
+    assert (early.meta["x"][..., 2:] == 0).all() and (late.meta["x"][..., :5] != 0).all()
+    assert (early.inputs[:, 1::2, -1] == 1).all() and (early.inputs[:, 0::2, -1] == 0).all()
+    torch.testing.assert_close(early.targets[:, 0::2], early.meta["y"])
+    pool = LinearRegression(RegressionConfig(d=3, M=4))
+    drawn = pool.sample(64, torch.Generator().manual_seed(0)).meta["w"]
+    assert {tuple(w.tolist()) for w in drawn} <= {tuple(w.tolist()) for w in pool.pool}
+    assert RegressionConfig(M="inf").M is None
+
+
+def test_bigram_bayes_equals_add_one_counts_by_hand():
+    tokens = torch.tensor([[0, 1, 0, 1, 0, 2]])
+    probs = bigram_bayes(tokens, 3)
+    # at position 4 (token 0) the context holds transitions 0→1 twice, 1→0 twice: row of 0 is (0, 2, 0)
+    torch.testing.assert_close(probs[0, 4], torch.tensor([1, 3, 1]) / 5.0)
+    torch.testing.assert_close(probs[0, 0], torch.full((3,), 1 / 3))
+    torch.testing.assert_close(unigram_counts(tokens, 3)[0, 2], torch.tensor([3, 2, 1]) / 6.0)
+
+
+def test_markov_chains_follow_their_own_transition_rows():
+    task = MarkovChains(MarkovConfig(states=3, seq_len=400))
+    batch = task.sample(32, torch.Generator().manual_seed(0))
+    P = batch.meta["transitions"]
+    torch.testing.assert_close(P.sum(-1), torch.ones(32, 3))
+    assert (P[torch.arange(32)[:, None], batch.tokens[:, :-1], batch.tokens[:, 1:]] > 0).all()
+    # the Bayes estimator converges to each chain's own rows: late KL to the truth is small
+    truth = P[torch.arange(32)[:, None], batch.tokens]
+    assert kl_divergence(truth[:, -50:], bigram_bayes(batch.tokens, 3)[:, -50:]).mean() < 0.02
+
+
+def test_ridge_r2_recovers_a_linear_target_and_not_noise():
+    features = torch.randn(400, 10, generator=G)
+    target = features[:, :3] @ torch.randn(3, 2, generator=G)
+    assert ridge_r2(features, target, alpha=1e-4) > 0.99
+    assert ridge_r2(features, torch.randn(400, 2, generator=G)) < 0.1
+
+
+def test_probe_by_layer_refuses_missing_hook_points_and_reports_each_layer():
+    model = build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2, d_vocab=5, n_ctx=8), seed=0)
+    tokens = torch.randint(0, 5, (40, 8), generator=G)
+    select = torch.zeros(40, 8, dtype=torch.bool)
+    select[:, -1] = True
+    target = torch.nn.functional.one_hot(tokens[:, -1], 5).float()  # the current token: linearly decodable
+    table = probe_by_layer(model, tokens, target, select, control=build_model(model.cfg, seed=1))
+    assert list(table.layer) == [-1, 0, 1] and table.r2.iloc[0] > 0.9
+    with pytest.raises(ValueError, match="hook point 'blocks.0.hook_nope' does not exist"):
+        probe_by_layer(model, tokens, target, select, hook="blocks.{layer}.hook_nope")

@@ -1,0 +1,64 @@
+"""In-context learning: pick an ICL experiment and a model (or variant); error curves against chosen
+baselines, a fresh regression task point by point, probe R² by layer beside the random-init control."""
+
+import streamlit as st
+
+from workbench import experiments
+from workbench.config import ConfigError
+from workbench.experiments.runner import load, saved_models
+from workbench.hooks.icl import REGRESSION_BASELINES, fresh_prompt_predictions, regression_error_curves
+from workbench.tasks.regression import LinearRegression
+from workbench.viz.icl import error_curves, prediction_comparison, probe_r2
+
+st.title("In-context learning")
+
+
+@st.cache_resource(show_spinner="loading model…")
+def cached_load(path: str, variant: str | None):
+    return load(path, variant=variant)
+
+
+@st.cache_data(show_spinner="fitting probes on held-out prompts…")
+def cached_probes(path: str, variant: str | None):
+    exp, cfg, model = cached_load(path, variant)
+    return exp.probes(model, cfg)
+
+
+name = st.selectbox("experiment", experiments.names("icl"))
+st.caption(f"{experiments.get(name).claim} — {experiments.get(name).paper}")
+models = saved_models(experiments=[name])
+if not models:
+    st.info(f"No saved {name} model: ship one with `workbench run {name} --quick --ship` or train on the Train page.")
+    st.stop()
+label = st.selectbox("model", list(models))
+ref = models[label]
+try:
+    exp, cfg, model = cached_load(str(ref.path), ref.variant)
+except ConfigError as e:
+    st.error(f"Cannot load this model: {e}")
+    st.stop()
+task = exp.task(cfg)
+
+if isinstance(task, LinearRegression):
+    st.header("Error against the number of in-context examples")
+    offered = [b for b in REGRESSION_BASELINES if b != "dmmse" or task.pool is not None]
+    chosen = st.multiselect("baselines", offered, default=[b for b in ("ols", "knn", "averaging") if b in offered])
+    table = regression_error_curves(model, exp.eval_batch(cfg, 512), chosen, cfg.task.noise, task.pool)
+    st.plotly_chart(error_curves(table), key="errors")
+
+    st.header("One fresh task, point by point")
+    st.session_state.setdefault("task_seed", 0)
+    if st.button("Draw a fresh task"):
+        st.session_state.task_seed += 1
+    predictions = fresh_prompt_predictions(model, task, 10_000 + st.session_state.task_seed, ["ols", "ridge"],
+                                           cfg.task.noise, task.pool)
+    st.plotly_chart(prediction_comparison(predictions, f"task #{st.session_state.task_seed}: predictions at each k"),
+                    key="fresh")
+
+    st.header("Probes: what the residual stream holds at the query")
+    for target, probes in cached_probes(str(ref.path), ref.variant).items():
+        title = f"probe R² for {target} (trained vs random-init control)"
+        st.plotly_chart(probe_r2(probes, title), key=f"probe-{target}")
+else:
+    for key, fig in exp.figures(model, cfg).items():
+        st.plotly_chart(fig, key=key)

@@ -1,0 +1,55 @@
+"""Figures for the in-context-learning family: divergence and error curves against baselines."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from torch import Tensor
+
+from workbench.viz import LAYOUT
+
+
+def kl_by_position(curves: dict[str, Tensor], score_from: int | None = None) -> go.Figure:
+    """KL(Bayes ‖ predictor) at each position, one line per predictor; the scored range shaded."""
+    fig = go.Figure()
+    for name, values in curves.items():
+        values = values.detach().float().cpu().tolist()[:-1]  # the last position has no next token
+        fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines", name=name))
+    if score_from is not None:
+        fig.add_vrect(x0=score_from, x1=len(values) - 1, fillcolor="grey", opacity=0.08, line_width=0,
+                      annotation_text="scored", annotation_position="top left")
+    fig.update_layout(title="KL(Bayes ‖ predictor) by position", xaxis_title="position",
+                      yaxis_title="KL (nats)", yaxis_type="log", **LAYOUT)
+    return fig
+
+
+def error_curves(table: pd.DataFrame, title: str = "error vs in-context examples") -> go.Figure:
+    """Columns of `hooks.icl.regression_error_curves` against k; the model drawn thick."""
+    fig = go.Figure()
+    for name in [c for c in table.columns if c != "k"]:
+        fig.add_trace(go.Scatter(x=table["k"], y=table[name], mode="lines+markers", name=name,
+                                 line={"width": 4 if name == "model" else 1.5}))
+    fig.update_layout(title=title, xaxis_title="in-context examples k", yaxis_title="squared error / d", **LAYOUT)
+    return fig
+
+
+def probe_r2(table: pd.DataFrame, title: str = "probe R² by layer") -> go.Figure:
+    """`hooks.icl.probe_by_layer`'s R² per layer, beside the random-init control."""
+    labels = ["embed" if layer < 0 else f"L{layer}" for layer in table["layer"]]
+    fig = go.Figure(go.Bar(x=labels, y=table["r2"], name="trained"))
+    if "control_r2" in table:
+        fig.add_trace(go.Bar(x=labels, y=table["control_r2"], name="random-init control"))
+    fig.update_layout(title=title, barmode="group", yaxis_title="held-out R²", yaxis_range=[-0.1, 1], **LAYOUT)
+    return fig
+
+
+def prediction_comparison(table: pd.DataFrame, title: str = "one fresh task: predictions at each k") -> go.Figure:
+    """`hooks.icl.fresh_prompt_predictions`: the truth as markers, each predictor as a line."""
+    fig = go.Figure(go.Scatter(x=table["k"], y=table["truth"], mode="markers", name="true y",
+                               marker={"size": 11, "symbol": "x", "color": "black"}))
+    for name in [c for c in table.columns if c not in ("k", "truth")]:
+        fig.add_trace(go.Scatter(x=table["k"], y=table[name], mode="lines+markers", name=name,
+                                 line={"width": 3 if name == "model" else 1.5}))
+    fig.update_layout(title=title, xaxis_title="in-context examples k before the query", yaxis_title="y",
+                      **LAYOUT)
+    return fig

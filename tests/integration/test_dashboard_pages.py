@@ -11,7 +11,7 @@ from tests.conftest import REPO
 from workbench.cli import dashboard_command
 from workbench.runs import Run
 
-PAGES = REPO / "workbench" / "dashboard" / "pages"
+PAGES = REPO / "workbench" / "dashboard" / "views"
 
 
 @pytest.fixture

@@ -46,5 +46,9 @@ def test_ship_refuses_unfinished_and_failed_runs_and_replaces_whole(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors",
                                                         "result.json", "snapshots"]
     assert not list((tmp_path / "data").glob(".*"))  # no staging or old copies left
-    assert workbench.snapshots(target) == workbench.snapshots(failed["run_dir"])
+    from workbench.experiments.runner import SHIPPED_SNAPSHOTS, thin
+
+    shipped, kept = workbench.snapshots(target), workbench.snapshots(failed["run_dir"])
+    assert shipped == thin(kept, SHIPPED_SNAPSHOTS) and len(shipped) == min(len(kept), SHIPPED_SNAPSHOTS)
+    assert shipped[0] == 0 and shipped[-1] == kept[-1]
     assert evaluate_saved(target)["metrics"] == pytest.approx(failed["metrics"], rel=1e-5)

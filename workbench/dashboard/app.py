@@ -9,13 +9,16 @@ import streamlit as st
 
 st.set_page_config(page_title="workbench", layout="wide")
 
+# Pages live in views/, not pages/: Streamlit serves a pages/ folder as legacy pages too, and a deep link
+# (/attention) then runs the page script alone, without this entry point.
+
 pages = {
     "workbench": [
-        st.Page("pages/home.py", title="Home", default=True),
-        st.Page("pages/attention.py", title="Attention"),
-        st.Page("pages/icl.py", title="In-context learning"),
-        st.Page("pages/train.py", title="Train"),
-        st.Page("pages/performance.py", title="Performance"),
+        st.Page("views/home.py", title="Home", default=True),
+        st.Page("views/attention.py", title="Attention"),
+        st.Page("views/icl.py", title="In-context learning"),
+        st.Page("views/train.py", title="Train"),
+        st.Page("views/performance.py", title="Performance"),
     ]
 }
 st.navigation(pages).run()

@@ -27,6 +27,7 @@ from workbench.train import Progress, checkpoint_info, checkpoint_model_state
 # What `ship` copies into data/<experiment>/ (top level and per variant): no resume checkpoints.
 SHIPPED = ("config.json", "result.json", "metrics.jsonl", "model.safetensors", "snapshots")
 SHIPPED_PER_VARIANT = ("metrics.jsonl", "model.safetensors", "snapshots")
+SHIPPED_SNAPSHOTS = 10  # per model, log-spaced like the run's own: keeps data/ a few MB
 
 Models = nn.Module | dict[str, nn.Module]  # one model, or one per variant
 
@@ -262,10 +263,20 @@ def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed
 def copy_entries(source: Path, dest: Path, entries: tuple[str, ...]) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for entry in entries:
-        if (source / entry).is_dir():
-            shutil.copytree(source / entry, dest / entry, ignore=shutil.ignore_patterns(".*"))
+        if entry == "snapshots":
+            snaps = Run(source).snapshots()
+            (dest / entry).mkdir()
+            for step in thin(list(snaps), SHIPPED_SNAPSHOTS):
+                shutil.copyfile(snaps[step], dest / entry / snaps[step].name)
         elif (source / entry).exists():
             shutil.copyfile(source / entry, dest / entry)
+
+
+def thin(steps: list[int], keep: int) -> list[int]:
+    """`keep` of the sorted `steps`, evenly spaced through the list (first and last kept)."""
+    if len(steps) <= keep:
+        return steps
+    return sorted({steps[round(i * (len(steps) - 1) / (keep - 1))] for i in range(keep)})
 
 
 def catalog(data_root_: str | Path | None = None) -> list[dict]:

@@ -30,3 +30,15 @@ def variant_model(request):
 @pytest.fixture
 def tokens():
     return torch.randint(0, 17, (3, 10), generator=torch.Generator().manual_seed(0))
+
+
+class Interrupt(Exception):
+    """Raised by a training callback to cut a run short, as a kill would."""
+
+
+def stop_at(step):
+    """A `Progress` callback that interrupts training when it logs `step`."""
+    def callback(progress):
+        if progress.step == step:
+            raise Interrupt
+    return callback

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from tests.conftest import Interrupt, stop_at
 from workbench import experiments
 from workbench.experiments.runner import evaluate_saved, load, resume, run
 from workbench.runs import Run
@@ -32,21 +33,12 @@ def test_smoke_run_end_to_end(name, tmp_path):
     assert all(fig.to_dict()["data"] for fig in exp.figures(model, cfg).values())
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name", experiments.names())
 def test_resume_continues_identically(name, tmp_path):
     overrides = {"train.checkpoint_every": 10, "train.log_every": 1}
     full = run(name, mode="smoke", overrides=overrides, out=tmp_path / "full", progress_bar=False)
-
-    def stop(progress):
-        if progress.step == 15:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        run(name, mode="smoke", overrides=overrides, out=tmp_path / "cut", callback=stop, progress_bar=False)
+        run(name, mode="smoke", overrides=overrides, out=tmp_path / "cut", callback=stop_at(15), progress_bar=False)
     [cut_dir] = (tmp_path / "cut").iterdir()
     assert Run(cut_dir).status() == "interrupted"
     resumed = resume(cut_dir, progress_bar=False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import workbench
-from tests.conftest import REPO
+from tests.conftest import REPO, Interrupt, stop_at
 from tests.toys import Regression, RegressionConfig, registered
 from workbench.config import ConfigError
 from workbench.device import resolve_device
@@ -27,17 +27,6 @@ from workbench.train import snapshot_steps
 def toys():
     with registered():
         yield
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_at(step):
-    def callback(progress):
-        if progress.step == step:
-            raise Interrupt
-    return callback
 
 
 def same_weights(a, b):

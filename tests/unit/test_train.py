@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from tests.conftest import Interrupt, stop_at
 from workbench.config import ConfigError
 from workbench.models import ModelConfig, build_model
 from workbench.models.io import load_state, load_weights, save_weights
@@ -54,17 +55,6 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
         trainer.fit()
     assert [p.name for p in run.checkpoints()] == ["step-5.safetensors"]
     load_weights(run.checkpoints()[0])  # intact
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_at(step):
-    def callback(progress):
-        if progress.step == step:
-            raise Interrupt
-    return callback
 
 
 def noisy_loss(model, batch):

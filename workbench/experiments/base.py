@@ -147,6 +147,9 @@ class Experiment:
         return None
 
     def evaluate_during_training(self, model: nn.Module, cfg: ExperimentConfig) -> dict[str, float]:
+        """`evaluate` on a held-out batch capped at 64 (a config's `eval_batch`), so periodic evaluation is cheap."""
+        if "eval_batch" in type(cfg).model_fields:
+            cfg = cfg.model_copy(update={"eval_batch": min(64, cfg.eval_batch)})
         return self.evaluate(model, cfg)
 
     def train(self, cfg: ExperimentConfig, run: Run | None, callback: Callable[[Progress], None] | None = None,

@@ -71,9 +71,6 @@ class ICLMarkov(Experiment):
     def task(self, cfg: MarkovExperimentConfig) -> MarkovChains:
         return MarkovChains(cfg.task)
 
-    def evaluate_during_training(self, model, cfg: MarkovExperimentConfig) -> dict[str, float]:
-        return self.evaluate(model, cfg.model_copy(update={"eval_batch": min(64, cfg.eval_batch)}))
-
     def eval_batch(self, cfg: MarkovExperimentConfig):
         return self.task(cfg).sample(cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
 

@@ -61,9 +61,6 @@ class Induction(Experiment):
     def task(self, cfg: InductionConfig) -> RepeatedTokens:
         return RepeatedTokens(cfg.task)
 
-    def evaluate_during_training(self, model, cfg: InductionConfig) -> dict[str, float]:
-        return self.evaluate(model, cfg.model_copy(update={"eval_batch": min(64, cfg.eval_batch)}))
-
     def eval_batch(self, cfg: InductionConfig, segment: int | None = None):
         """Held-out data: the training distribution of segment lengths, or `BOS r r` at one `segment`."""
         task_cfg = cfg.task if segment is None else cfg.task.model_copy(

@@ -1,4 +1,5 @@
-"""Every registered experiment: smoke run end to end, reload, re-evaluate, resume identically."""
+"""Every registered experiment: smoke run end to end, reload, re-evaluate, resume identically.
+Experiments with variants are checked model by model (each variant is a sub-run)."""
 
 import json
 
@@ -7,8 +8,18 @@ import torch
 
 from tests.conftest import Interrupt, stop_at
 from workbench import experiments
-from workbench.experiments.runner import evaluate_saved, load, resume, run
+from workbench.experiments.runner import evaluate_saved, load, load_models, resume, run
 from workbench.runs import Run
+
+
+def models_of(run_dir) -> dict:
+    """Every model of a saved run by variant name ("" for a single-model run)."""
+    models = load_models(run_dir)[2]
+    return models if isinstance(models, dict) else {"": models}
+
+
+def sub_runs(run: Run) -> list[Run]:
+    return [run.variant(v) for v in run.variants()] or [run]
 
 RESULT_KEYS = {"experiment", "mode", "config", "metrics", "criteria", "passed", "seconds", "version", "git_sha"}
 
@@ -23,14 +34,15 @@ def test_smoke_run_end_to_end(name, tmp_path):
     run_dir = Run(result["run_dir"])
     assert run_dir.status() == "done"
     assert json.loads((run_dir.path / "result.json").read_text())["metrics"] == result["metrics"]
-    assert run_dir.metrics() and list((run_dir.path / "figures").glob("*.json"))
+    assert all(sub.metrics() for sub in sub_runs(run_dir)) and list((run_dir.path / "figures").glob("*.json"))
     # reload and re-evaluate: same numbers, nothing written
     before = sorted(p.name for p in run_dir.path.rglob("*"))
     again = evaluate_saved(run_dir.path)
     assert again["metrics"] == pytest.approx(result["metrics"], rel=1e-5)
     assert sorted(p.name for p in run_dir.path.rglob("*")) == before
-    _, cfg, model = load(run_dir.path)
-    assert all(fig.to_dict()["data"] for fig in exp.figures(model, cfg).values())
+    for variant in run_dir.variants() or [None]:
+        _, cfg, model = load(run_dir.path, variant=variant)
+        assert all(fig.to_dict()["data"] for fig in exp.figures(model, cfg).values())
 
 
 @pytest.mark.parametrize("name", experiments.names())
@@ -42,8 +54,11 @@ def test_resume_continues_identically(name, tmp_path):
     [cut_dir] = (tmp_path / "cut").iterdir()
     assert Run(cut_dir).status() == "interrupted"
     resumed = resume(cut_dir, progress_bar=False)
-    a, b = load(full["run_dir"])[2].state_dict(), load(resumed["run_dir"])[2].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    full_models, resumed_models = models_of(full["run_dir"]), models_of(resumed["run_dir"])
+    for variant, model in full_models.items():
+        a, b = model.state_dict(), resumed_models[variant].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), variant
     assert resumed["metrics"] == full["metrics"]
-    steps = [r["step"] for r in Run(cut_dir).metrics()]
-    assert steps == sorted(set(steps))  # no duplicated rows after the resume
+    for sub in sub_runs(Run(cut_dir)):
+        steps = [r["step"] for r in sub.metrics()]
+        assert steps == sorted(set(steps))  # no duplicated rows after the resume

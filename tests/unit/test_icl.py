@@ -115,3 +115,41 @@ def test_probe_by_layer_refuses_missing_hook_points_and_reports_each_layer():
     assert list(table.layer) == [-1, 0, 1] and table.r2.iloc[0] > 0.9
     with pytest.raises(ValueError, match="hook point 'blocks.0.hook_nope' does not exist"):
         probe_by_layer(model, tokens, target, select, hook="blocks.{layer}.hook_nope")
+
+
+def test_elimination_learner_on_a_hand_made_prompt():
+    from workbench.hooks.icl import elimination_learner
+
+    # n = 3, target conjunction x0 ∧ ¬x2. Examples: a positive (+,+,−), a negative, a positive (+,−,−), queries.
+    x = torch.tensor([[[1, 1, -1], [-1, 1, -1], [1, -1, -1], [1, 1, -1], [1, 1, 1], [-1, -1, -1]]]).float()
+    y = torch.tensor([[1, 0, 1, 1, 0, 0]]).float()
+    pred = elimination_learner(x, y)
+    # k=0: no positive seen → negative. k=1: literals {x0, x1, ¬x2} kept → (−,+,−) violates x0 → 0.
+    # k=2: same literals; (+,−,−) violates x1 → 0 (the learner errs). k=3: x1 eliminated → {x0, ¬x2}: (+,+,−) → 1.
+    # k=4: (+,+,+) violates ¬x2 → 0. k=5: (−,−,−) violates x0 → 0.
+    assert pred.tolist() == [[0, 0, 0, 1, 0, 0]]
+
+
+def test_parity_bayes_and_in_context_majority():
+    from workbench.hooks.icl import in_context_majority, parity_bayes
+    from workbench.tasks.boolean import BooleanConfig, BooleanFunctions
+
+    task = BooleanFunctions(BooleanConfig(n=6, examples=40, function="parity", parity_bits=2))
+    batch = task.sample(256, torch.Generator().manual_seed(0))
+    pred = parity_bayes(batch.meta["x"], batch.meta["y"], 2)
+    accuracy = (pred == batch.meta["y"]).float().mean(0)
+    assert accuracy[:1].item() < 0.6 and accuracy[-10:].min().item() == 1.0  # 15 subsets: pinned down by k = 30
+    assert in_context_majority(torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0]])).tolist() == [[0, 1, 1, 1, 0]]
+
+
+def test_boolean_task_statistics_and_pair_format():
+    from workbench.tasks.boolean import BooleanConfig, BooleanFunctions
+
+    batch = BooleanFunctions(BooleanConfig()).sample(2000, torch.Generator().manual_seed(0))
+    assert abs(batch.meta["y"].mean().item() - 0.31) < 0.02  # Bhattamishra et al.'s conjunction mix: 31 % positive
+    x, y = batch.meta["x"], batch.meta["y"]
+    torch.testing.assert_close(batch.inputs[:, 1:, 10:20], x[:, :-1])  # token i carries x_{i−1} and y_{i−1}
+    torch.testing.assert_close(batch.inputs[:, 1:, 20], 2 * y[:, :-1] - 1)
+    assert (batch.inputs[:, 0, 10:] == 0).all()
+    conj = (x * batch.meta["signs"][:, None] > 0) | ~batch.meta["used"][:, None]
+    torch.testing.assert_close(y, conj.all(-1).float())

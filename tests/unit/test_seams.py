@@ -125,6 +125,13 @@ def test_variants_train_in_one_run_and_a_criterion_compares_them(tmp_path):
     assert workbench.load_model(run_dir.path, variant="wide").cfg.d_model == 16
     with pytest.raises(ConfigError, match="trains variants narrow, wide; pick one"):
         workbench.load_model(run_dir.path)
+    from workbench.experiments.runner import ship
+
+    shipped = ship(run_dir.path, tmp_path / "data", allow_failed=True)  # both variants, snapshots shared out
+    for name in ("narrow", "wide"):
+        assert len(workbench.snapshots(shipped, variant=name)) == 5
+        assert same_weights(workbench.load_model(shipped, variant=name).state_dict(),
+                            workbench.load_model(run_dir.path, variant=name).state_dict())
 
 
 def test_set_reaches_into_a_variant_and_bad_variant_keys_name_themselves(tmp_path):

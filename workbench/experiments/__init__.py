@@ -27,6 +27,7 @@ def names(family: str | None = None) -> list[str]:
 
 
 # --- registration: one line per experiment ---
+from workbench.experiments.icl_boolean import ICLBoolean  # noqa: E402
 from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
 from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
@@ -34,5 +35,6 @@ from workbench.experiments.induction import Induction  # noqa: E402
 register(Induction())
 register(ICLLinear())
 register(ICLMarkov())
+register(ICLBoolean())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

@@ -27,7 +27,7 @@ from workbench.train import Progress, checkpoint_info, checkpoint_model_state
 # What `ship` copies into data/<experiment>/ (top level and per variant): no resume checkpoints.
 SHIPPED = ("config.json", "result.json", "metrics.jsonl", "model.safetensors", "snapshots")
 SHIPPED_PER_VARIANT = ("metrics.jsonl", "model.safetensors", "snapshots")
-SHIPPED_SNAPSHOTS = 10  # per model, log-spaced like the run's own: keeps data/ a few MB
+SHIPPED_SNAPSHOTS = 10  # per run, shared by its variants (at least 4 each): keeps data/ a few MB
 
 Models = nn.Module | dict[str, nn.Module]  # one model, or one per variant
 
@@ -177,7 +177,7 @@ def load(path: str | Path, variant: str | None = None, step: int | None = None,
     saved, exp, cfg = open_saved(path, device)
     if cfg.variants and variant is None:
         raise ConfigError(f"{saved.path}: this run trains variants {', '.join(cfg.variants)}; pick one with "
-                          "variant=NAME (--variant NAME)")
+                          "variant=NAME")
     if variant is not None:
         cfg, saved = cfg.variant(variant), saved.variant(variant)
     if step is not None:
@@ -246,9 +246,11 @@ def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".ship-{target.name}-"))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; shipped data is for everyone
-        copy_entries(run_.path, staging, SHIPPED)
-        for name in run_.variants():
-            copy_entries(run_.variant(name).path, staging / "variants" / name, SHIPPED_PER_VARIANT)
+        variants = run_.variants()
+        keep = max(4, SHIPPED_SNAPSHOTS // max(1, len(variants)))
+        copy_entries(run_.path, staging, SHIPPED, keep)
+        for name in variants:
+            copy_entries(run_.variant(name).path, staging / "variants" / name, SHIPPED_PER_VARIANT, keep)
         old = root / f".old-{target.name}-{staging.name}"
         if target.exists():
             os.rename(target, old)
@@ -260,13 +262,13 @@ def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed
     return target
 
 
-def copy_entries(source: Path, dest: Path, entries: tuple[str, ...]) -> None:
+def copy_entries(source: Path, dest: Path, entries: tuple[str, ...], snapshots: int) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for entry in entries:
         if entry == "snapshots":
             snaps = Run(source).snapshots()
             (dest / entry).mkdir()
-            for step in thin(list(snaps), SHIPPED_SNAPSHOTS):
+            for step in thin(list(snaps), snapshots):
                 shutil.copyfile(snaps[step], dest / entry / snaps[step].name)
         elif (source / entry).exists():
             shutil.copyfile(source / entry, dest / entry)

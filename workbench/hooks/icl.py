@@ -188,3 +188,43 @@ def fresh_prompt_predictions(model: nn.Module, task, seed: int, baselines: list[
     columns = {"truth": y[0], "model": model_predictions(model, batch)[0]}
     columns |= {name: baseline_predictions(x, y, name, noise, pool)[0] for name in baselines}
     return pd.DataFrame({"k": range(x.shape[1]), **{k: v.tolist() for k, v in columns.items()}})
+
+
+# --- boolean-function baselines: a 0/1 prediction for example k from the k examples before it ---
+
+
+def elimination_learner(x: Float[Tensor, "batch k n"], y: Float[Tensor, "batch k"]) -> Float[Tensor, "batch k"]:
+    """The classic learner for conjunctions: keep every literal (x_j = +1 or x_j = −1) that all positive
+    examples so far satisfy, predict positive iff the query satisfies every kept literal (with no positive
+    example yet, both literals of each variable are kept, so it predicts negative)."""
+    positive = (y > 0.5)[..., None]
+    seen_minus = ((x < 0) & positive).cumsum(1) - ((x < 0) & positive).int()  # before example k
+    seen_plus = ((x > 0) & positive).cumsum(1) - ((x > 0) & positive).int()
+    keep_plus, keep_minus = seen_minus == 0, seen_plus == 0  # literal x_j=+1 survives if no positive had −1
+    violates = (keep_plus & (x < 0)) | (keep_minus & (x > 0))
+    return (~violates.any(-1)).float()
+
+
+def parity_bayes(x: Float[Tensor, "batch k n"], y: Float[Tensor, "batch k"], bits: int) -> Float[Tensor, "batch k"]:
+    """Bayes-optimal prediction for a sparse parity of `bits` of the n inputs under a uniform prior over
+    subsets: the majority vote of the subsets consistent with every example so far (ties → 0)."""
+    n = x.shape[-1]
+    subsets = torch.combinations(torch.arange(n), bits)  # [S bits]
+    negative = (x < 0).float()[..., subsets].sum(-1) % 2  # [batch k S]: each subset's parity of each example
+    agrees = (negative == y[..., None]).float()
+    consistent = torch.cat([torch.ones_like(agrees[:, :1]), agrees.cumprod(1)[:, :-1]], dim=1)  # before k
+    vote = (consistent * negative).sum(-1) / consistent.sum(-1).clamp(min=1)
+    return (vote > 0.5).float()
+
+
+def in_context_majority(y: Float[Tensor, "batch k"]) -> Float[Tensor, "batch k"]:
+    """Predict the more frequent label among the examples before k (ties and no examples → 0)."""
+    before = torch.cat([torch.zeros_like(y[:, :1]), y.cumsum(1)[:, :-1]], dim=1)
+    count = torch.arange(y.shape[1], device=y.device)
+    return (before > count / 2).float()
+
+
+@torch.no_grad()
+def accuracy_curve(predictions: Float[Tensor, "batch k"], y: Float[Tensor, "batch k"]) -> Float[Tensor, " k"]:
+    """Accuracy at each number of in-context examples."""
+    return ((predictions > 0.5) == (y > 0.5)).float().mean(0)

@@ -53,3 +53,14 @@ def prediction_comparison(table: pd.DataFrame, title: str = "one fresh task: pre
     fig.update_layout(title=title, xaxis_title="in-context examples k before the query", yaxis_title="y",
                       **LAYOUT)
     return fig
+
+
+def accuracy_curves(table: pd.DataFrame, title: str = "accuracy vs in-context examples") -> go.Figure:
+    """Accuracy columns against k (the model drawn thick), on a 0.4–1 scale where chance is 0.5."""
+    fig = go.Figure()
+    for name in [c for c in table.columns if c != "k"]:
+        fig.add_trace(go.Scatter(x=table["k"], y=table[name], mode="lines", name=name,
+                                 line={"width": 4 if name == "model" else 1.5}))
+    fig.update_layout(title=title, xaxis_title="in-context examples k", yaxis_title="accuracy",
+                      yaxis_range=[0.4, 1.01], **LAYOUT)
+    return fig

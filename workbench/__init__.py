@@ -25,6 +25,20 @@ def snapshots(path, variant: str | None = None) -> list[int]:
     return _snapshots(path, variant)
 
 
+def load_models(path, device: str | None = None):
+    """(experiment, config, models): every model of a saved run, a dict by variant when it has variants."""
+    from workbench.experiments.runner import load_models as _load_models
+
+    return _load_models(path, device)
+
+
+def experiment_path(experiment: str, mode: str = "shipped", **kwargs):
+    """data/<experiment> for mode="shipped"; otherwise train that preset now and return its run directory."""
+    from workbench.experiments.runner import experiment_path as _path
+
+    return _path(experiment, mode=mode, **kwargs)
+
+
 def run(experiment: str, mode: str = "quick", **kwargs):
     """Train an experiment and return its result dict; kwargs as in `experiments.runner.run`."""
     from workbench.experiments.runner import run as _run

@@ -15,9 +15,11 @@ import socket
 import time
 from pathlib import Path
 
+import plotly.io as pio
+
 from workbench.config import ConfigError
 from workbench.experiments import get
-from workbench.runs import runs_root, write_json
+from workbench.runs import atomic_write, runs_root, write_json
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -62,14 +64,15 @@ def _run_one(name: str, mode: str, overrides: dict, seed: int | None, out: str) 
     torch.set_num_threads(1)  # Ray gives each run one CPU; more threads would oversubscribe
     result = run(name, mode=mode, overrides=overrides, seed=seed, out=out, progress_bar=False,
                  command=f"workbench sweep {name} --{mode} ({overrides})")
-    return {k: result[k] for k in ("run_dir", "passed", "metrics", "seconds")}
+    return {k: result[k] for k in ("run_dir", "passed", "metrics", "seconds", "config")}
 
 
 def sweep(name: str, mode: str, grid: dict[str, list[str]], out: str | Path | None = None,
           address: str | None = None, seed: int | None = None) -> dict:
     """Run every combination of `grid`; returns (and writes next to the runs) a summary."""
     exp, out = get(name), Path(out or runs_root())
-    combos = combinations(grid)
+    # A sweep point trains one model: the grid varies it, so the experiment's own variants are not used.
+    combos = [{**c, "variants": {}} for c in combinations(grid)]
     for overrides in combos:
         exp.config(mode, overrides, seed)  # all validated before anything starts
     if address:
@@ -88,9 +91,14 @@ def sweep(name: str, mode: str, grid: dict[str, list[str]], out: str | Path | No
         runs = ray.get([task.remote(name, mode, c, seed, str(out)) for c in combos])
     finally:
         ray.shutdown()
+    stem = out / f"sweep-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    combined = exp.combine_sweep(runs)
+    figures = {key: f"{stem}.{key}.json" for key in combined}
+    for key, fig in combined.items():
+        atomic_write(figures[key], pio.to_json(fig))
     summary = {"experiment": name, "mode": mode, "grid": grid, "address": address or "local",
-               "seconds": round(time.perf_counter() - start, 2),
-               "runs": [{"overrides": c, **r} for c, r in zip(combos, runs, strict=True)]}
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(out) / f"sweep-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json", summary)
+               "seconds": round(time.perf_counter() - start, 2), "figures": figures,
+               "runs": [{"overrides": {k: v for k, v in c.items() if k != "variants"}, **r}
+                        for c, r in zip(combos, runs, strict=True)]}
+    write_json(f"{stem}.json", summary)
     return summary

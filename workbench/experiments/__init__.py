@@ -31,10 +31,12 @@ from workbench.experiments.icl_boolean import ICLBoolean  # noqa: E402
 from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
 from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
+from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
 
 register(Induction())
 register(ICLLinear())
 register(ICLMarkov())
 register(ICLBoolean())
+register(TaskDiversity())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

@@ -175,5 +175,9 @@ class Experiment:
         return {f"{name}.{key}": fig for name, model in models.items()
                 for key, fig in self.figures(model, cfg.variant(name), run and run.variant(name)).items()}
 
+    def combine_sweep(self, results: list[dict]) -> dict[str, go.Figure]:
+        """Figures drawn across a sweep's runs (each a result dict: config, metrics, …); none by default."""
+        return {}
+
     def check(self, metrics: dict[str, Any]) -> list[dict]:
         return [c.check(metrics) for c in self.criteria]

@@ -210,14 +210,19 @@ def load_models(path: str | Path, device: str | None = None) -> tuple[Experiment
     return exp, cfg, {v: load(path, variant=v, device=device).model for v in cfg.variants}
 
 
-def load_experiment(name: str, mode: str = "shipped", variant: str | None = None, **run_kwargs) -> Loaded:
-    """`mode="shipped"`: the model in data/<name>; "smoke"/"quick"/"full": train that preset now."""
+def experiment_path(name: str, mode: str = "shipped", **run_kwargs) -> Path:
+    """`mode="shipped"`: data/<name>; "smoke"/"quick"/"full": train that preset now and return its run."""
     if mode == "shipped":
         shipped = data_root() / name
         if not (shipped / "config.json").exists():
             raise ConfigError(f"{shipped}: no shipped model; run `workbench run {name} --quick --ship`")
-        return load(shipped, variant=variant)
-    return load(run(name, mode=mode, **run_kwargs)["run_dir"], variant=variant)
+        return shipped
+    return Path(run(name, mode=mode, **run_kwargs)["run_dir"])
+
+
+def load_experiment(name: str, mode: str = "shipped", variant: str | None = None, **run_kwargs) -> Loaded:
+    """The shipped model of experiment `name` (or one trained now in `mode`), one variant of it if it has variants."""
+    return load(experiment_path(name, mode, **run_kwargs), variant=variant)
 
 
 def evaluate_saved(path: str | Path, device: str | None = None) -> dict:

@@ -64,3 +64,28 @@ def accuracy_curves(table: pd.DataFrame, title: str = "accuracy vs in-context ex
     fig.update_layout(title=title, xaxis_title="in-context examples k", yaxis_title="accuracy",
                       yaxis_range=[0.4, 1.01], **LAYOUT)
     return fig
+
+
+def task_diversity_transition(table: pd.DataFrame) -> go.Figure:
+    """Loss / D against the number of pretraining tasks M (log scale, M = ∞ drawn at the right): the model on
+    new and on pretraining tasks, beside dMMSE (the pool's Bayes estimator) and ridge (the Gaussian one)."""
+    table = table.copy()
+    finite = table["M"].dropna()
+    right = 4 * finite.max() if len(finite) else 1
+    table["x"] = table["M"].fillna(right)
+    table = table.sort_values("x")
+    fig = go.Figure()
+    styles = {"loss_true": ("model, new tasks", {"width": 4}),
+              "loss_pre": ("model, pretraining tasks", {"width": 4, "dash": "dot"}),
+              "dmmse_true": ("dMMSE, new tasks", {"width": 1.5}),
+              "dmmse_pre": ("dMMSE, pretraining tasks", {"width": 1.5, "dash": "dot"}),
+              "ridge_true": ("ridge, new tasks", {"width": 1.5, "dash": "dash"})}
+    for column, (label, line) in styles.items():
+        if column in table:
+            fig.add_trace(go.Scatter(x=table["x"], y=table[column], mode="lines+markers", name=label, line=line))
+    ticks = sorted(table["x"])
+    infinite = table["M"].isna().any()
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=["∞" if infinite and t == right else f"{t:g}" for t in ticks])
+    fig.update_layout(title="task diversity: loss / D vs number of pretraining tasks M", xaxis_title="M",
+                      yaxis_title="squared error / D", **LAYOUT)
+    return fig

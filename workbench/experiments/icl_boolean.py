@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
 from workbench.hooks.icl import (
     accuracy_curve,
     elimination_learner,
@@ -47,11 +47,7 @@ class BooleanExperimentConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> BooleanExperimentConfig:
-        if self.task.d_input != self.model.d_input:
-            raise ValueError(f"task.n={self.task.n} needs model.d_input={self.task.d_input} (pair tokens are "
-                             f"2n + 1 wide); got model.d_input={self.model.d_input}")
-        if self.task.examples > self.model.n_ctx:
-            raise ValueError(f"task.examples={self.task.examples} is more than model.n_ctx={self.model.n_ctx} holds")
+        check_fits(self.task, self.model)
         if self.read_at >= self.task.examples:
             raise ValueError(f"read_at={self.read_at} needs task.examples > {self.read_at}")
         return self

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
 from workbench.hooks.icl import probe_by_layer, regression_error_curves
 from workbench.models import ModelConfig, build_model
 from workbench.runs import Run
@@ -40,12 +40,7 @@ class LinearConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> LinearConfig:
-        if self.task.d_input != self.model.d_input:
-            raise ValueError(f"task.d={self.task.d} needs model.d_input={self.task.d_input} "
-                             f"(x and y tokens are d + 1 wide); got model.d_input={self.model.d_input}")
-        if self.task.seq_len > self.model.n_ctx:
-            raise ValueError(f"task.n_points={self.task.n_points} makes {self.task.seq_len} tokens, more than "
-                             f"model.n_ctx={self.model.n_ctx} holds")
+        check_fits(self.task, self.model)
         if 2 * self.task.d >= self.task.n_points:
             raise ValueError(f"task.n_points={self.task.n_points} must exceed 2·task.d={2 * self.task.d}: the "
                              "criteria read the error at k = 2d")

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
 from workbench.hooks.icl import baseline_predictions, model_predictions
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -41,12 +41,7 @@ class DiversityConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> DiversityConfig:
-        if self.task.d_input != self.model.d_input:
-            raise ValueError(f"task.d={self.task.d} needs model.d_input={self.task.d_input}; "
-                             f"got model.d_input={self.model.d_input}")
-        if self.task.seq_len > self.model.n_ctx:
-            raise ValueError(f"task.n_points={self.task.n_points} makes {self.task.seq_len} tokens, more than "
-                             f"model.n_ctx={self.model.n_ctx} holds")
+        check_fits(self.task, self.model)
         return self
 
 

@@ -39,6 +39,10 @@ class BooleanConfig(Config):
     def d_input(self) -> int:
         return 2 * self.n + 1
 
+    @property
+    def seq_len(self) -> int:
+        return self.examples
+
 
 class BooleanFunctions:
     loss, causal = "binary", True

@@ -81,6 +81,16 @@ class Phase:
     setup: Callable[[nn.Module], None] | None = None
 
 
+def apply_phase_setups(model: nn.Module, phases: list[Phase], step: int | None = None) -> None:
+    """Give `model` the architecture it has at `step` (None: the end): run the setups of the phases that
+    started before it. A phase starting exactly at `step` has not run its setup yet."""
+    start = 0
+    for phase in phases:
+        if phase.setup is not None and (step is None or start < step):
+            phase.setup(model)
+        start += phase.train.steps
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to cfg.lr, then cosine to cfg.lr · min_lr_ratio at the last step."""
     if step < cfg.warmup_steps:
@@ -316,10 +326,7 @@ class Trainer:
         index = max(i for i, start in enumerate(self.starts) if start <= step)
         if step == self.starts[index] and index > 0:
             index -= 1  # the next phase starts in the loop, with its setup run from the restored RNG state
-        for i in range(index + 1):
-            hook = self.phases[i].setup
-            if hook is not None and self.starts[i] < step:
-                hook(self.model)
+        apply_phase_setups(self.model, self.phases, step)
         load_state(self.model, model_part(tensors), path)
         self.enter_phase(index, setup=False)
         params = dict(self.model.named_parameters())

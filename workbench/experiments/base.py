@@ -17,7 +17,7 @@ from workbench.config import Config, ConfigError, apply_overrides, flatten
 from workbench.models import ModelConfig, build_model
 from workbench.runs import Run
 from workbench.tasks import Task, check_objective
-from workbench.train import LossFn, Phase, Progress, TrainConfig, Trainer
+from workbench.train import LossFn, Phase, Progress, TrainConfig, Trainer, apply_phase_setups
 
 Mode = Literal["smoke", "quick", "full"]
 MODES: tuple[Mode, ...] = ("smoke", "quick", "full")
@@ -137,6 +137,11 @@ class Experiment:
         """One sequence `[1 pos]` from the experiment's task: what the dashboard shows by default."""
         return self.task(cfg).sample(1, torch.Generator().manual_seed(seed)).inputs
 
+    def eval_batch(self, cfg: ExperimentConfig, size: int | None = None):
+        """Held-out data: `size` (default `cfg.eval_batch`) sequences from the task, seeded by `cfg.eval_seed`
+        so they differ from the training stream; at step None, i.e. past any curriculum."""
+        return self.task(cfg).sample(size or cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
+
     def build(self, cfg: ExperimentConfig) -> nn.Module:
         return build_model(cfg.model, seed=cfg.seed)
 
@@ -147,11 +152,8 @@ class Experiment:
     def build_trained(self, cfg: ExperimentConfig, step: int | None = None) -> nn.Module:
         """The architecture the model has at `step` (default: the end): `build` plus the setups of the
         phases started before it. Loading weights into it is the caller's job."""
-        model, start = self.build(cfg), 0
-        for phase in self.phases(cfg):
-            if phase.setup is not None and (step is None or start < step):
-                phase.setup(model)
-            start += phase.train.steps
+        model = self.build(cfg)
+        apply_phase_setups(model, self.phases(cfg), step)
         return model
 
     def loss(self, cfg: ExperimentConfig) -> LossFn | None:

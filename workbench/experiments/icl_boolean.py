@@ -74,9 +74,6 @@ class ICLBoolean(Experiment):
     def task(self, cfg: BooleanExperimentConfig) -> BooleanFunctions:
         return BooleanFunctions(cfg.task)
 
-    def eval_batch(self, cfg: BooleanExperimentConfig):
-        return self.task(cfg).sample(cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
-
     @torch.no_grad()
     def curves(self, model, cfg: BooleanExperimentConfig) -> pd.DataFrame:
         """Accuracy by number of in-context examples: the model and the baselines for this function class."""

@@ -73,10 +73,6 @@ class ICLLinear(Experiment):
     def task(self, cfg: LinearConfig) -> LinearRegression:
         return LinearRegression(cfg.task)
 
-    def eval_batch(self, cfg: LinearConfig, size: int | None = None):
-        """Held-out prompts at full dimension and length (no curriculum)."""
-        return self.task(cfg).sample(size or cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
-
     def evaluate_during_training(self, model, cfg: LinearConfig) -> dict[str, float]:
         table = regression_error_curves(model, self.eval_batch(cfg, 256), ["averaging"])
         k = 2 * cfg.task.d

@@ -70,9 +70,6 @@ class ICLMarkov(Experiment):
     def task(self, cfg: MarkovExperimentConfig) -> MarkovChains:
         return MarkovChains(cfg.task)
 
-    def eval_batch(self, cfg: MarkovExperimentConfig):
-        return self.task(cfg).sample(cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
-
     @torch.no_grad()
     def divergences(self, model, cfg: MarkovExperimentConfig, batch) -> dict[str, torch.Tensor]:
         """KL(Bayes ‖ ·) at every position, for the model and the unigram baseline."""

@@ -108,9 +108,7 @@ def train_all(exp: Experiment, cfg: ExperimentConfig, run_: Run, callback, progr
 def train_one(exp: Experiment, cfg: ExperimentConfig, run_: Run, callback, progress_bar: bool) -> nn.Module:
     weights = run_.path / "model.safetensors"
     if weights.exists():
-        model = exp.build_trained(cfg)
-        load_state(model, load_weights(weights), weights)
-        return model.eval()
+        return model_from(exp, cfg, load_weights(weights), weights)
     model = exp.train(cfg, run_, callback=callback, progress_bar=progress_bar)
     save_weights(model.state_dict(), weights)  # marks this model (variant) done
     return model
@@ -174,7 +172,11 @@ def load(path: str | Path, variant: str | None = None, step: int | None = None,
          device: str | None = None) -> Loaded:
     """Load a run directory or `data/<experiment>` into a ready model (eval mode), built by its experiment:
     one `variant` of a multi-model run, and the snapshot at training `step` if given (see `snapshots`)."""
-    saved, exp, cfg = open_saved(path, device)
+    return load_opened(*open_saved(path, device), variant=variant, step=step)
+
+
+def load_opened(saved: Run, exp: Experiment, cfg: ExperimentConfig, variant: str | None = None,
+                step: int | None = None) -> Loaded:
     if cfg.variants and variant is None:
         raise ConfigError(f"{saved.path}: this run trains variants {', '.join(cfg.variants)}; pick one with "
                           "variant=NAME")
@@ -191,9 +193,15 @@ def load(path: str | Path, variant: str | None = None, step: int | None = None,
     else:  # unfinished run: the model part of its latest checkpoint
         weights = saved.checkpoints()[-1]
         step, state = int(checkpoint_info(weights)["step"]), checkpoint_model_state(weights)
+    return Loaded(exp, cfg, model_from(exp, cfg, state, weights, step))
+
+
+def model_from(exp: Experiment, cfg: ExperimentConfig, state: dict, weights: Path, step: int | None = None
+               ) -> nn.Module:
+    """The experiment's architecture at `step` with `state` (read from `weights`) loaded, in eval mode."""
     model = exp.build_trained(cfg, step)
     load_state(model, state, weights)
-    return Loaded(exp, cfg, model.eval())
+    return model.eval()
 
 
 def snapshots(path: str | Path, variant: str | None = None) -> list[int]:
@@ -204,10 +212,10 @@ def snapshots(path: str | Path, variant: str | None = None) -> list[int]:
 
 def load_models(path: str | Path, device: str | None = None) -> tuple[Experiment, ExperimentConfig, Models]:
     """Every model of a saved run: one, or a dict by variant (what `evaluate` needs)."""
-    _, exp, cfg = open_saved(path, device)
+    saved, exp, cfg = open_saved(path, device)
     if not cfg.variants:
-        return exp, cfg, load(path, device=device).model
-    return exp, cfg, {v: load(path, variant=v, device=device).model for v in cfg.variants}
+        return exp, cfg, load_opened(saved, exp, cfg).model
+    return exp, cfg, {v: load_opened(saved, exp, cfg, variant=v).model for v in cfg.variants}
 
 
 def experiment_path(name: str, mode: str = "shipped", **run_kwargs) -> Path:

@@ -210,4 +210,7 @@ def test_the_codebook_experiment_saves_and_reloads_its_codebooks(tmp_path):
     alone = exp.train(exp.config("smoke").variant("base"), run=None, progress_bar=False)
     shared = workbench.load_model(result["run_dir"], variant="base")
     assert all(torch.equal(v, shared.state_dict()[k]) for k, v in alone.state_dict().items())
+    # by default only the codes learn in the codebook phase: the rest of the model is still the base model
+    coded = model.state_dict()
+    assert all(torch.equal(v, coded[k]) for k, v in shared.state_dict().items())
     assert [r["step"] for r in workbench.runs.Run(result["run_dir"]).variant("base").metrics()][-1] == 20

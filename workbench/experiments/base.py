@@ -117,7 +117,7 @@ class Experiment:
     Config: ClassVar[type[ExperimentConfig]]
     presets: ClassVar[dict[Mode, dict[str, Any]]]  # dotted overrides on top of Config() defaults
     criteria: ClassVar[list[Criterion]]
-    # Snapshots `ship` copies into data/ (float16): per run, shared by its variants, at least 4 each.
+    # Snapshots `ship` copies into data/ (float16): per run, shared by its variants, at least 4 each; 0: none.
     shipped_snapshots: ClassVar[int] = 8
     # Other files a run (or each variant) writes beside its model, which `ship` copies too (e.g. a fitted SAE).
     artifacts: ClassVar[tuple[str, ...]] = ()

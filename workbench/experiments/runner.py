@@ -273,10 +273,12 @@ def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed
         staging.chmod(0o755)  # mkdtemp makes it private; shipped data is for everyone
         variants = run_.variants()
         exp = get(run_.header["experiment"])
-        keep, extra = max(4, exp.shipped_snapshots // max(1, len(variants))), exp.artifacts
-        copy_entries(run_.path, staging, SHIPPED + extra, keep)
+        keep = exp.shipped_snapshots and max(4, exp.shipped_snapshots // max(1, len(variants)))
+        entries, per_variant = (SHIPPED, SHIPPED_PER_VARIANT) if keep else (
+            tuple(e for e in names if e != "snapshots") for names in (SHIPPED, SHIPPED_PER_VARIANT))
+        copy_entries(run_.path, staging, entries + exp.artifacts, keep)
         for name in variants:
-            copy_entries(run_.variant(name).path, staging / "variants" / name, SHIPPED_PER_VARIANT + extra, keep)
+            copy_entries(run_.variant(name).path, staging / "variants" / name, per_variant + exp.artifacts, keep)
         old = root / f".old-{target.name}-{staging.name}"
         if target.exists():
             os.rename(target, old)

@@ -4,9 +4,9 @@ A `CodebookLayer` replaces an activation a by the sum (or mean) of the k codes m
 LayerNorm(a). The chosen code ids pass through their own hook point, `<hook>.codebook.hook_codes`
 `[batch pos group k]`, so `run_with_cache` records them and a hook there can force other codes; a itself is cached at
 `<hook>.codebook.hook_input` (the hook's own name now caches the codebook's output). Gradients
-reach the chosen codes only (the output is made of them; the straight-through estimator of the paper), or
-also the input with `input_gradient`; `layer.mse` holds MSE(output, stop-gradient(a)), the paper's
-reconstruction term, after every forward.
+reach the chosen codes (the output is made of them), and with `input_gradient` also the input, straight
+through (the paper's estimator when it trains the whole model); `layer.mse` holds MSE(output,
+stop-gradient(a)), the paper's reconstruction term, after every forward.
 
 Attach by hook name on any `HookedRootModule` — ours or a TransformerLens `TransformerBridge`:
     >>> with codebooks(model, {"blocks.1.hook_mlp_out": CodebookSpec(codes=1000, k=1)}):  # doctest: +SKIP
@@ -43,9 +43,9 @@ class CodebookSpec:
     k: int = 1
     per_head: bool = False
     combine: Literal["sum", "mean"] = "sum"
-    # Tamkin et al. pass gradients to the chosen codes only. Passing them straight through to the input as well
-    # keeps the layers before training, but nothing then bounds their output: in our TokFSM run the MLP outputs
-    # grew until the reconstruction term reached 1e6 and the loss doubled.
+    # Tamkin et al. also pass gradients straight through to the input, training the layers before. With cosine
+    # selection nothing then bounds those layers' output: in our TokFSM fine-tune the MLP outputs grew until the
+    # reconstruction term passed 1e4 and the live codes collapsed to a handful. Off by default.
     input_gradient: bool = False
 
     def check(self, where: str) -> None:

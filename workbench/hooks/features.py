@@ -41,31 +41,35 @@ def code_table(codes: Int[Tensor, "N k"], labels: Int[Tensor, " N"], n_codes: in
     return table[table.fires > 0].reset_index(drop=True)
 
 
+def unit_ranks(activations: Float[Tensor, "N F"]) -> Int[Tensor, "N F"]:
+    """Each token's place in each unit's ranking of the tokens by activation, highest first (0 = top)."""
+    order = activations.argsort(0, descending=True)
+    return torch.empty_like(order).scatter_(0, order, torch.arange(len(order)).unsqueeze(1).expand_as(order))
+
+
 def best_unit_precision(activations: Float[Tensor, "N F"], labels: Int[Tensor, " N"], label: int,
-                        recall: float, order: Int[Tensor, "N F"] | None = None) -> tuple[float, int]:
+                        recall: float, ranks: Int[Tensor, "N F"] | None = None) -> tuple[float, int]:
     """The highest precision for `label` that any unit (neuron, latent) reaches at recall ≥ `recall`, firing
-    above its best threshold; and which unit. Each unit's tokens are ranked by activation (`order`, the
-    descending argsort of `activations` over tokens, may be passed in when asking about many labels)."""
+    above its best threshold; and which unit. `ranks` (`unit_ranks(activations)`) may be passed in when asking
+    about many labels."""
     positive = labels == label
     total = int(positive.sum())
     if total == 0:
         raise ConfigError(f"label {label} never occurs in these tokens")
     need = max(1, math.ceil(recall * total - 1e-9))
-    if order is None:
-        order = activations.argsort(0, descending=True)  # [N F]
-    hits = positive[order].long().cumsum(0)  # true positives among each unit's top-n tokens
-    reached = hits >= need
-    first = torch.where(reached.any(0), reached.float().argmax(0), torch.full_like(reached[0], len(labels),
-                                                                                     dtype=torch.long))
-    precision = torch.where(first < len(labels), need / (first + 1).double(), torch.zeros(()).double())
+    if ranks is None:
+        ranks = unit_ranks(activations)
+    # a unit's best threshold for this recall keeps its top tokens down to its need-th positive one
+    last = ranks[positive].kthvalue(need, dim=0).values  # [F]
+    precision = need / (last + 1).double()
     best = int(precision.argmax())
     return float(precision[best]), best
 
 
 def matched_unit_baseline(table: pd.DataFrame, activations: Tensor, labels: Tensor) -> pd.DataFrame:
     """For each row of a code table: the best unit's precision at the code's recall, beside the code's."""
-    order = activations.argsort(0, descending=True)  # one ranking of the tokens serves every row
-    rows = [best_unit_precision(activations, labels, int(row.label), float(row.recall), order)
+    ranks = unit_ranks(activations)  # one ranking of the tokens serves every row
+    rows = [best_unit_precision(activations, labels, int(row.label), float(row.recall), ranks)
             for row in table.itertuples()]
     return table.assign(unit_precision=[p for p, _ in rows], unit=[u for _, u in rows])
 

@@ -83,7 +83,7 @@ if found.empty:
 
 code = st.selectbox("code", found.code.head(50).tolist())
 row = table.set_index("code").loc[code]
-st.markdown(f"**code {code}** fires on {row.fires} tokens ({row.frequency:.2%}); best state **{row.state}**: "
+st.markdown(f"**code {code}** fires on {int(row.fires)} tokens ({row.frequency:.2%}); best state **{int(row.state)}**: "
             f"precision {row.precision:.2f}, recall {row.recall:.2f}")
 contexts = top_contexts(ids, tokens, code, names, group)
 st.markdown("\n".join(f"- `{before}` **`{token}`**" for before, token in contexts))
@@ -100,7 +100,7 @@ position = st.slider("position (the token whose code is forced; the prediction a
                      typed.shape[1] - 1, typed.shape[1] - 1)
 before, after = intervene(model, typed, site, position, code)
 target = exp.next_digit_law(task, int(row.state))
-st.plotly_chart(next_token_shift(before, after, names, target, f"forcing code {code} (state {row.state}) at "
+st.plotly_chart(next_token_shift(before, after, names, target, f"forcing code {code} (state {int(row.state)}) at "
                                  f"position {position}"), key="shift")
 
 @st.cache_data(show_spinner="comparing codes, SAE latents and neurons…")

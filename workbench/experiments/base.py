@@ -17,6 +17,7 @@ from workbench.config import Config, ConfigError, apply_overrides, flatten
 from workbench.models import ModelConfig, build_model
 from workbench.runs import Run
 from workbench.tasks import Task, check_objective
+from workbench.tasks.base import token_names
 from workbench.train import LossFn, Phase, Progress, TrainConfig, Trainer, apply_phase_setups
 
 Mode = Literal["smoke", "quick", "full"]
@@ -147,7 +148,10 @@ class Experiment:
         return self.task(cfg).sample(size or cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
 
     def build(self, cfg: ExperimentConfig) -> nn.Module:
-        return build_model(cfg.model, seed=cfg.seed)
+        model = build_model(cfg.model, seed=cfg.seed)
+        if not cfg.model.d_input:  # token models read and write tokens as the task names them
+            model.token_names = token_names(self.task(cfg), cfg.model.d_vocab)
+        return model
 
     def control(self, cfg: ExperimentConfig) -> nn.Module:
         """A never-trained model of the same build (seed + 1): the baseline a probe or score must beat."""

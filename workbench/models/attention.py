@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
+from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import ModelConfig
@@ -80,6 +81,10 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()  # [batch head q k], after masking
         self.hook_pattern = HookPoint()  # [batch head q k]
         self.hook_z = HookPoint()  # [batch pos head d_head]
+        # TL's use_attn_result: each head's output through hook_result [batch pos head d_model] (bias excluded).
+        # Off by default: materialising it costs head× the output's memory.
+        self.use_attn_result = False
+        self.hook_result = HookPoint()
 
     def forward(self, x: Float[Tensor, "batch pos d_model"],
                 attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
@@ -90,6 +95,8 @@ class Attention(nn.Module):
             q, k = self.hook_rot_q(self.rotary(q)), self.hook_rot_k(self.rotary(k))
         path = self.explicit if self.pattern_needed() else self.fast
         z = self.hook_z(path(q, k, v, self.score_bias(pos, x.device), attention_mask))
+        if self.use_attn_result:
+            return self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O)).sum(-2) + self.b_O
         return self.out(z.flatten(-2))
 
     def pattern_needed(self) -> bool:
@@ -153,6 +160,32 @@ class Attention(nn.Module):
     @property
     def W_O(self) -> Float[Tensor, "head d_head d_model"]:
         return self.out.weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+
+    @property
+    def b_Q(self) -> Float[Tensor, "head d_head"]:
+        return self.qkv.bias.view(3, self.cfg.n_heads, self.cfg.d_head)[0]
+
+    @property
+    def b_K(self) -> Float[Tensor, "head d_head"]:
+        return self.qkv.bias.view(3, self.cfg.n_heads, self.cfg.d_head)[1]
+
+    @property
+    def b_V(self) -> Float[Tensor, "head d_head"]:
+        return self.qkv.bias.view(3, self.cfg.n_heads, self.cfg.d_head)[2]
+
+    @property
+    def b_O(self) -> Float[Tensor, " d_model"]:
+        return self.out.bias
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """[head d_model d_model]: what each head writes for what it reads (W_V W_O)."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """[head d_model d_model]: query-side × key-side bilinear form (W_Q W_Kᵀ; before rotary or biases)."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     def _in_view(self, i: int) -> Tensor:
         H, dh, dm = self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model

@@ -109,6 +109,14 @@ class ModelConfig(Config):
         return None
 
     @property
+    def normalization_type(self) -> str | None:
+        return {"layer": "LN", "rms": "RMS", "none": None}[self.norm]
+
+    @property
+    def final_rms(self) -> bool:
+        return False  # ln_final is the same kind of norm as the blocks'
+
+    @property
     def attn_only(self) -> bool:
         return all(d == 0 for d in self.per_layer(self.d_mlp))
 

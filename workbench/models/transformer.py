@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
+from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from workbench.config import ConfigError
@@ -38,14 +38,25 @@ class Norm(nn.Module):
             self.w = nn.Parameter(torch.ones(cfg.d_model))
         if self.kind == "layer":
             self.b = nn.Parameter(torch.zeros(cfg.d_model))
+        self.hook_scale = HookPoint()  # [batch pos 1], the divisor; computed only when something hooks it
         self.hook_normalized = HookPoint()  # [batch pos d_model]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        if self.kind != "none" and (self.hook_scale.fwd_hooks or self.hook_scale.bwd_hooks):
+            return self.hook_normalized(self.explicit(x))
         if self.kind == "layer":
             x = F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=1e-5)
         elif self.kind == "rms":
             x = F.rms_norm(x, x.shape[-1:], self.w, eps=1e-5)
         return self.hook_normalized(x)
+
+    def explicit(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """The same norm written out, so TL's cache tools can read (or patch) its scale."""
+        if self.kind == "layer":
+            x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt())
+        x = x / scale * self.w
+        return x + self.b if self.kind == "layer" else x
 
 
 class MLP(nn.Module):
@@ -67,6 +78,14 @@ class MLP(nn.Module):
     @property
     def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
         return self.fc_out.weight.T
+
+    @property
+    def b_in(self) -> Float[Tensor, " d_mlp"]:
+        return self.fc_in.bias
+
+    @property
+    def b_out(self) -> Float[Tensor, " d_model"]:
+        return self.fc_out.bias
 
 
 class ReadoutLayer(nn.Module):
@@ -237,7 +256,7 @@ class Transformer(HookedRootModule):
         resid = self.hook_embed(self.embed(input))
         if self.cfg.positional == "learned":
             positions = torch.arange(input.shape[1], device=input.device)
-            resid = resid + self.hook_pos_embed(self.pos_embed(positions)).expand_as(resid)
+            resid = resid + self.hook_pos_embed(self.pos_embed(positions).expand_as(resid))  # TL's shape
         for block in self.blocks:
             resid = block(resid, attention_mask)
         return self.read_out(resid)
@@ -318,6 +337,17 @@ class Transformer(HookedRootModule):
                               f"model.blocks[l].attn.{name} for the layers with attention, {self.cfg.attention_layers}")
         return torch.stack([getattr(b.attn, name) for b in self.blocks])
 
+    def _stack_mlp(self, name: str) -> Tensor:
+        mlps = [self.inner(layer).mlp for layer in range(self.cfg.n_layers)]
+        if any(m is None for m in mlps) or len({m.fc_in.out_features for m in mlps}) > 1:
+            raise ConfigError(f"{name}: the MLPs do not stack (model.d_mlp={self.cfg.d_mlp}); use "
+                              f"model.inner(l).mlp.{name} per layer")
+        return torch.stack([getattr(m, name) for m in mlps])
+
+    def inner(self, layer: int) -> nn.Module:
+        """Block `layer` itself (a looped block's shared weights live in `.block`)."""
+        return getattr(self.blocks[layer], "block", self.blocks[layer])
+
     @property
     def W_Q(self) -> Float[Tensor, "layer head d_model d_head"]:
         return self._stack("W_Q")
@@ -333,3 +363,137 @@ class Transformer(HookedRootModule):
     @property
     def W_O(self) -> Float[Tensor, "layer head d_head d_model"]:
         return self._stack("W_O")
+
+    @property
+    def b_Q(self) -> Float[Tensor, "layer head d_head"]:
+        return self._stack("b_Q")
+
+    @property
+    def b_K(self) -> Float[Tensor, "layer head d_head"]:
+        return self._stack("b_K")
+
+    @property
+    def b_V(self) -> Float[Tensor, "layer head d_head"]:
+        return self._stack("b_V")
+
+    @property
+    def b_O(self) -> Float[Tensor, "layer d_model"]:
+        return self._stack("b_O")
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """[layer head d_model d_model]"""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """[layer head d_model d_model]"""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def W_in(self) -> Float[Tensor, "layer d_model d_mlp"]:
+        return self._stack_mlp("W_in")
+
+    @property
+    def b_in(self) -> Float[Tensor, "layer d_mlp"]:
+        return self._stack_mlp("b_in")
+
+    @property
+    def W_out(self) -> Float[Tensor, "layer d_mlp d_model"]:
+        return self._stack_mlp("W_out")
+
+    @property
+    def b_out(self) -> Float[Tensor, "layer d_model"]:
+        return self._stack_mlp("b_out")
+
+    # --- what TransformerLens's ActivationCache and analysis tools ask of a model ---
+    def run_with_cache(self, *args, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs):
+        """TL's run_with_cache, returning an `ActivationCache` (`cache["pattern", 0]`, `decompose_resid`,
+        `stack_head_results`, `logit_attrs` …); `return_cache_object=False` gives the plain dict."""
+        out, cache = super().run_with_cache(*args, remove_batch_dim=remove_batch_dim, **kwargs)
+        return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim) if return_cache_object else cache
+
+    def set_use_attn_result(self, use: bool) -> None:
+        """Compute each head's output separately through `attn.hook_result` (TL's switch; off by default)."""
+        for block in self.blocks:
+            if block.attn is not None:
+                block.attn.use_attn_result = use
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
+                         ) -> Float[Tensor, " d_model"]:
+        """The biases written into the residual stream before block `layer` (into its MLP with `mlp_input`)."""
+        total = torch.zeros(self.cfg.d_model, device=self.device)
+        for i in range(layer + 1 if mlp_input else layer):
+            block = self.inner(i)
+            if block.attn is not None:
+                total = total + block.attn.b_O
+            if include_mlp_biases and block.mlp is not None and i < layer:
+                total = total + block.mlp.b_out
+        return total
+
+    @torch.no_grad()
+    def fold_layer_norm(self) -> Transformer:
+        """Fold every norm's weight (and bias) into the weights that read its output, leaving w = 1, b = 0: the
+        same function, in the form TL's cache tools assume (`apply_ln=True` divides by the scale only)."""
+        if self.cfg.tied_embeddings:
+            raise ConfigError("fold_layer_norm: model.tied_embeddings=true; ln_final cannot fold into W_E")
+        if self.cfg.norm == "none":
+            return self
+
+        def fold(norm: Norm, reader: nn.Linear) -> None:
+            if norm.kind == "layer":
+                reader.bias += reader.weight @ norm.b
+                norm.b.zero_()
+            reader.weight *= norm.w
+            norm.w.fill_(1.0)
+
+        for layer in range(self.cfg.n_layers):
+            block = self.inner(layer)
+            if block.attn is not None:
+                fold(block.ln1, block.attn.qkv)
+            if block.mlp is not None:
+                fold(block.ln2, block.mlp.fc_in)
+        fold(self.ln_final, self.readout[0].linear if len(self.readout) else self.unembed)
+        return self
+
+    def tokens_to_residual_directions(self, tokens) -> Float[Tensor, "... d_model"]:
+        """Each token's unembedding direction (a column of W_U); names are looked up in `token_names`."""
+        if isinstance(tokens, str):
+            tokens = self.to_single_token(tokens)
+        ids = torch.as_tensor(tokens, device=self.device)
+        return self.W_U[:, ids].movedim(0, -1)
+
+    # Tokens as people read them: `token_names` (set by the loaders from the task; ids as text otherwise).
+    token_names: list[str] | None = None
+
+    def names(self) -> list[str]:
+        return self.token_names or [str(i) for i in range(self.cfg.d_vocab)]
+
+    def to_str_tokens(self, tokens: Int[Tensor, "... pos"] | list[int]) -> list:
+        """Token ids → their names (a list, or a list per sequence for a batch)."""
+        names, ids = self.names(), torch.as_tensor(tokens)
+        return [names[i] for i in ids.tolist()] if ids.dim() <= 1 else [self.to_str_tokens(row) for row in ids]
+
+    def to_single_token(self, name: str) -> int:
+        names = self.names()
+        if name not in names:
+            raise ConfigError(f"token {name!r} is not one of this model's tokens: {' '.join(names)}")
+        return names.index(name)
+
+    def to_tokens(self, text: str, prepend_bos: bool = True) -> Int[Tensor, "1 pos"]:
+        """Text written in token names → ids `[1 pos]`: space-separated names, or names run together (longest
+        first, e.g. TokFSM digits); a leading BOS (a token named "BOS") unless `prepend_bos` is False."""
+        names = self.names()
+        by_length = sorted(names, key=len, reverse=True)
+        ids, rest = [], text.strip()
+        while rest:
+            match = next((n for n in by_length if n and rest.startswith(n)), None)
+            if match is None:
+                raise ConfigError(f"to_tokens: cannot read {rest[:20]!r} as tokens; this model's tokens are "
+                                  f"{' '.join(names)}")
+            ids.append(names.index(match))
+            rest = rest[len(match):].lstrip()
+        if prepend_bos and "BOS" in names and (not ids or ids[0] != names.index("BOS")):
+            ids.insert(0, names.index("BOS"))
+        return torch.tensor([ids], device=self.device)
+

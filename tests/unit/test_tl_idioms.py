@@ -124,3 +124,51 @@ def test_experiment_models_name_their_tokens_as_their_task_does():
     exp = get("codebook")
     model = exp.build(exp.config("smoke"))
     assert model.to_str_tokens(model.to_tokens("40")[0]) == ["BOS", "4", "0"]
+
+
+@pytest.mark.parametrize("d_mlp", [0, 64])
+def test_tl_attribution_patch_runs_on_our_models_at_node_and_edge_level(d_mlp):
+    from transformer_lens.tools.analysis import attribution_patch
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig
+
+    model = make(d_mlp=d_mlp)
+    g = torch.Generator().manual_seed(2)
+    clean, corrupt = torch.randint(0, 11, (1, 8), generator=g), torch.randint(0, 11, (1, 8), generator=g)
+
+    def metric(logits):
+        return logits[0, -1, 3] - logits[0, -1, 4]
+
+    nodes = attribution_patch(model, clean, corrupt, metric, EdgeAttributionConfig(granularity="node")).node_scores
+    edges = attribution_patch(model, clean, corrupt, metric, EdgeAttributionConfig(granularity="edge"))
+    assert not (model.cfg.use_attn_result or model.cfg.use_split_qkv_input or model.cfg.use_hook_mlp_in)
+    assert len(edges.edge_scores) > len(nodes)
+    for node, score in nodes.items():  # a writer's outgoing edges add up to its node score
+        assert edges.node_scores[node] == pytest.approx(score, abs=1e-5)
+    if d_mlp == 0:  # the absent MLPs are zero writers
+        assert all(score == 0 for node, score in nodes.items() if node.kind == "mlp_out")
+    # a head's node score is (z_clean − z_corrupt) · ∂metric/∂z on the corrupt run, z read through our hooks
+    _, clean_cache = model.run_with_cache(clean, names_filter="blocks.1.attn.hook_z")
+    seen = {}
+
+    def keep(z, hook):
+        z.retain_grad()
+        seen["z"] = z
+
+    with model.hooks(fwd_hooks=[("blocks.1.attn.hook_z", keep)]):
+        metric(model(corrupt)).backward()
+    delta = (clean_cache["blocks.1.attn.hook_z"] - seen["z"].detach()) * seen["z"].grad
+    head = next(n for n in nodes if n.kind == "attn_head_out" and n.layer == 1 and n.head == 2 and n.position == 7)
+    assert nodes[head] == pytest.approx(float(delta[0, 7, 2].sum()), abs=1e-6)
+
+
+def test_the_hook_switches_leave_the_output_unchanged(tokens):
+    model = make()
+    plain = model(tokens)
+    model.set_use_attn_result(True)
+    model.set_use_split_qkv_input(True)
+    model.set_use_hook_mlp_in(True)
+    assert model.cfg.use_split_qkv_input and not make().cfg.use_split_qkv_input  # switches belong to one model
+    _, cache = model.run_with_cache(tokens)
+    assert cache["blocks.0.attn.hook_q_input"].shape == (3, 9, 4, 32)
+    assert torch.equal(cache["blocks.1.hook_mlp_in"], cache["blocks.1.hook_resid_mid"])
+    assert torch.allclose(model(tokens), plain, atol=1e-5)

@@ -72,6 +72,9 @@ class Attention(nn.Module):
         if cfg.positional == "relative-bias":  # index n_ctx − 1 + (q − k): offsets −(n_ctx−1) … n_ctx−1
             self.rel_bias = nn.Parameter(torch.zeros(H, 2 * cfg.n_ctx - 1))
         self.normalise = NORMALISERS[cfg.attention](cfg)
+        # TL's use_split_qkv_input: the residual each head's q, k, v read, before the norm [batch pos head d_model]
+        self.use_split_qkv_input = False
+        self.hook_q_input, self.hook_k_input, self.hook_v_input = HookPoint(), HookPoint(), HookPoint()
         self.hook_q = HookPoint()  # [batch pos head d_head]
         self.hook_k = HookPoint()  # [batch pos head d_head]
         self.hook_v = HookPoint()  # [batch pos head d_head]
@@ -90,11 +93,27 @@ class Attention(nn.Module):
                 attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
         batch, pos, _ = x.shape
         q, k, v = self.qkv(x).view(batch, pos, 3, self.cfg.n_heads, self.cfg.d_head).unbind(dim=2)
+        return self.attend(q, k, v, attention_mask)
+
+    def forward_split(self, resid: Float[Tensor, "batch pos d_model"], norm: nn.Module,
+                      attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
+        """The same attention with each head's q, k, v input a hook point of its own (`use_split_qkv_input`),
+        normed per head: what TL's edge-level tools patch and differentiate."""
+        H, dh = self.cfg.n_heads, self.cfg.d_head
+        per_head = resid[:, :, None, :].expand(-1, -1, H, -1)
+        weight, bias = self.qkv.weight.view(3, H, dh, -1), self.qkv.bias.view(3, H, dh)
+        hooks = (self.hook_q_input, self.hook_k_input, self.hook_v_input)
+        q, k, v = (torch.einsum("bphm,hdm->bphd", norm.normalise(hook(per_head)), weight[i]) + bias[i]
+                   for i, hook in enumerate(hooks))
+        return self.attend(q, k, v, attention_mask)
+
+    def attend(self, q, k, v, attention_mask) -> Float[Tensor, "batch pos d_model"]:
+        pos = q.shape[1]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if self.rotary is not None:
             q, k = self.hook_rot_q(self.rotary(q)), self.hook_rot_k(self.rotary(k))
         path = self.explicit if self.pattern_needed() else self.fast
-        z = self.hook_z(path(q, k, v, self.score_bias(pos, x.device), attention_mask))
+        z = self.hook_z(path(q, k, v, self.score_bias(pos, q.device), attention_mask))
         if self.use_attn_result:
             return self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O)).sum(-2) + self.b_O
         return self.out(z.flatten(-2))

@@ -43,6 +43,7 @@ class ModelConfig(Config):
     rotary_base: float = Field(10000.0, gt=0)
     device: Literal["cpu", "cuda", "mps", "auto"] = Field("cpu", description="auto: cuda, then mps, then cpu")
     _derived_d_head: bool = PrivateAttr(False)
+    _switches: dict = PrivateAttr(default_factory=dict)  # TL's runtime hook switches, set through the model
 
     @field_validator("d_mlp")
     @classmethod
@@ -107,6 +108,23 @@ class ModelConfig(Config):
     @property
     def n_key_value_heads(self) -> None:
         return None
+
+    # TL's hook switches (read by its analysis tools; set with model.set_use_attn_result etc., never saved).
+    @property
+    def use_attn_result(self) -> bool:
+        return self._switches.get("use_attn_result", False)
+
+    @property
+    def use_split_qkv_input(self) -> bool:
+        return self._switches.get("use_split_qkv_input", False)
+
+    @property
+    def use_hook_mlp_in(self) -> bool:
+        return self._switches.get("use_hook_mlp_in", False)
+
+    @property
+    def use_attn_in(self) -> bool:
+        return False  # not offered: TL's single attention-input hook; the split one serves its tools
 
     @property
     def normalization_type(self) -> str | None:

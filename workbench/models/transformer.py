@@ -42,13 +42,17 @@ class Norm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch pos d_model]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        if self.kind != "none" and (self.hook_scale.fwd_hooks or self.hook_scale.bwd_hooks):
+        if self.kind != "none" and hooked(self.hook_scale):
             return self.hook_normalized(self.explicit(x))
+        return self.hook_normalized(self.normalise(x))
+
+    def normalise(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The norm alone, without its hooks (split attention inputs norm each head's copy with it)."""
         if self.kind == "layer":
-            x = F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=1e-5)
-        elif self.kind == "rms":
-            x = F.rms_norm(x, x.shape[-1:], self.w, eps=1e-5)
-        return self.hook_normalized(x)
+            return F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=1e-5)
+        if self.kind == "rms":
+            return F.rms_norm(x, x.shape[-1:], self.w, eps=1e-5)
+        return x
 
     def explicit(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         """The same norm written out, so TL's cache tools can read (or patch) its scale."""
@@ -109,20 +113,37 @@ class Block(nn.Module):
         self.hook_resid_pre = HookPoint()  # [batch pos d_model]
         self.hook_attn_out = HookPoint()  # [batch pos d_model]
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
+        # TL's use_hook_mlp_in: the residual the MLP reads, before its norm [batch pos d_model]
+        self.use_hook_mlp_in = False
+        self.hook_mlp_in = HookPoint()
+        # Without an MLP, hook_mlp_out still exists and writes zeros when hooked: TL's graph tools expect an MLP
+        # node in every layer (its effect is then exactly 0).
+        self.hook_mlp_out = HookPoint()  # [batch pos d_model]
         self.mlp = None
         if cfg.d_mlp_at(layer) > 0:
             self.ln2, self.mlp = Norm(cfg), MLP(cfg, cfg.d_mlp_at(layer))
             self.hook_resid_mid = HookPoint()  # [batch pos d_model]
-            self.hook_mlp_out = HookPoint()  # [batch pos d_model]
 
     def forward(self, resid: Float[Tensor, "batch pos d_model"],
                 attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_resid_pre(resid)
-        resid = resid + self.hook_attn_out(self.attn(self.ln1(resid), attention_mask))
+        if self.attn.use_split_qkv_input:
+            attn_out = self.attn.forward_split(resid, self.ln1, attention_mask)
+        else:
+            attn_out = self.attn(self.ln1(resid), attention_mask)
+        resid = resid + self.hook_attn_out(attn_out)
         if self.mlp is not None:
             resid = self.hook_resid_mid(resid)
-            resid = resid + self.hook_mlp_out(self.mlp(self.ln2(resid)))
+            mlp_in = self.hook_mlp_in(resid) if self.use_hook_mlp_in else resid
+            resid = resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+        elif self.use_hook_mlp_in or hooked(self.hook_mlp_out):
+            mlp_in = self.hook_mlp_in(resid) if self.use_hook_mlp_in else resid
+            resid = resid + self.hook_mlp_out(mlp_in * 0.0)  # zero, with a (zero) gradient path to its input
         return self.hook_resid_post(resid)
+
+
+def hooked(point: HookPoint) -> bool:
+    return bool(point.fwd_hooks or point.bwd_hooks)
 
 
 class MLPBlock(nn.Module):
@@ -134,13 +155,15 @@ class MLPBlock(nn.Module):
         super().__init__()
         self.ln2, self.mlp = Norm(cfg), MLP(cfg, cfg.d_mlp_at(layer))
         self.hook_resid_pre = HookPoint()  # [batch pos d_model]
+        self.use_hook_mlp_in, self.hook_mlp_in = False, HookPoint()
         self.hook_mlp_out = HookPoint()  # [batch pos d_model]
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
 
     def forward(self, resid: Float[Tensor, "batch pos d_model"],
                 attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_resid_pre(resid)
-        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+        mlp_in = self.hook_mlp_in(resid) if self.use_hook_mlp_in else resid
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in))))
 
 
 # Block types by `cfg.block` (per layer); Mamba registers here in a later issue.
@@ -209,7 +232,8 @@ class Transformer(HookedRootModule):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg.model_copy()  # its own: the hook switches it carries belong to this model
+        self.cfg._switches = {}
         # Token ids are embedded; real-valued inputs are read in linearly (or are the residual stream, with
         # read_in = identity). Either way hook_embed is the result.
         if not cfg.d_input:
@@ -415,9 +439,26 @@ class Transformer(HookedRootModule):
 
     def set_use_attn_result(self, use: bool) -> None:
         """Compute each head's output separately through `attn.hook_result` (TL's switch; off by default)."""
-        for block in self.blocks:
-            if block.attn is not None:
-                block.attn.use_attn_result = use
+        self._switch("use_attn_result", use, attention=True)
+
+    def set_use_split_qkv_input(self, use: bool) -> None:
+        """Give each head's q, k, v input its own hook point, `attn.hook_{q,k,v}_input` (TL's switch)."""
+        self._switch("use_split_qkv_input", use, attention=True)
+
+    def set_use_hook_mlp_in(self, use: bool) -> None:
+        """Run the MLP's input through `hook_mlp_in` (TL's switch)."""
+        self._switch("use_hook_mlp_in", use, attention=False)
+
+    def set_use_attn_in(self, use: bool) -> None:
+        if use:
+            raise ConfigError("use_attn_in is not offered; set_use_split_qkv_input gives each head's input a hook")
+
+    def _switch(self, name: str, use: bool, attention: bool) -> None:
+        self.cfg._switches[name] = bool(use)
+        for layer in range(self.cfg.n_layers):
+            target = self.inner(layer).attn if attention else self.inner(layer)
+            if target is not None:
+                setattr(target, name, bool(use))
 
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
                          ) -> Float[Tensor, " d_model"]:

@@ -1,0 +1,153 @@
+"""Circuits: metrics, activation patching and ablations on any hooked model (ours or a TL bridge).
+
+Patching sweeps are TransformerLens's own (`transformer_lens.patching`); this module checks their inputs, so a
+bad request fails with one clear line, and names the sweeps by what they patch:
+    >>> metric = logit_diff(correct=7, wrong=3)  # doctest: +SKIP
+    >>> effects = activation_patching(model, clean, corrupted, metric, "attn_head_out")  # [layer head]
+Ablations replace activations by zeros, their mean over reference inputs, or reference activations of other
+sequences (resampling), for as long as a `with` block lasts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import patching
+
+from workbench.config import ConfigError
+from workbench.device import device_of
+
+Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]
+
+# What each sweep patches, and the axes of its result.
+SWEEPS: dict[str, tuple[Callable, tuple[str, ...]]] = {
+    "resid_pre": (patching.get_act_patch_resid_pre, ("layer", "pos")),
+    "attn_out": (patching.get_act_patch_attn_out, ("layer", "pos")),
+    "mlp_out": (patching.get_act_patch_mlp_out, ("layer", "pos")),
+    "attn_head_out": (patching.get_act_patch_attn_head_out_all_pos, ("layer", "head")),
+    "attn_head_out_by_pos": (patching.get_act_patch_attn_head_out_by_pos, ("layer", "pos", "head")),
+    "attn_head_pattern": (patching.get_act_patch_attn_head_pattern_all_pos, ("layer", "head")),
+}
+
+
+# --- metrics: logits → a scalar, averaged over the batch ---
+def _at(logits: Tensor, pos: int, tokens) -> Float[Tensor, " batch"]:
+    ids = torch.as_tensor(tokens, device=logits.device).expand(logits.shape[0])
+    return logits[torch.arange(logits.shape[0], device=logits.device), pos, ids]
+
+
+def logit_diff(correct, wrong, pos: int = -1) -> Metric:
+    """Logit of `correct` minus logit of `wrong` at `pos` (ids, or one per sequence)."""
+    return lambda logits: (_at(logits, pos, correct) - _at(logits, pos, wrong)).mean()
+
+
+def target_probability(target, pos: int = -1) -> Metric:
+    return lambda logits: _at(logits.softmax(-1), pos, target).mean()
+
+
+def next_token_loss(tokens: Int[Tensor, "batch pos"]) -> Metric:
+    """Cross-entropy of each next token (lower is better)."""
+    def loss(logits):
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten().to(logits.device))
+    return loss
+
+
+def kl_to(reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1) -> Metric:
+    """KL(reference ‖ patched) of the next-token distribution at `pos` (0 when the run matches the reference)."""
+    reference = reference_logits[:, pos].log_softmax(-1)
+
+    def kl(logits):
+        return F.kl_div(logits[:, pos].log_softmax(-1), reference.to(logits.device), log_target=True,
+                        reduction="batchmean")
+    return kl
+
+
+def normalised(metric: Metric, clean_value: float, corrupted_value: float) -> Metric:
+    """The metric rescaled so the corrupted run scores 0 and the clean run 1."""
+    span = clean_value - corrupted_value
+    if span == 0:
+        raise ConfigError("normalised: the metric is the same on the clean and corrupted runs; nothing to recover")
+    return lambda logits: (metric(logits) - corrupted_value) / span
+
+
+def check_metric(metric: Metric, logits: Tensor) -> float:
+    value = metric(logits)
+    if not torch.is_tensor(value) or value.dim() != 0:
+        shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+        raise ConfigError(f"metric: must return a scalar tensor (average over the batch); got {shape}")
+    return float(value)
+
+
+def check_pair(clean: Tensor, corrupted: Tensor) -> None:
+    if clean.shape != corrupted.shape:
+        raise ConfigError(f"clean and corrupted prompts must have the same shape [batch pos] (positions are "
+                          f"patched one to one); got {tuple(clean.shape)} and {tuple(corrupted.shape)}")
+
+
+# --- activation patching ---
+@torch.no_grad()
+def activation_patching(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                        metric: Metric, what: str = "resid_pre") -> Tensor:
+    """The metric on the corrupted run with one activation at a time patched in from the clean run: a grid over
+    `SWEEPS[what]`'s axes (e.g. `[layer pos]` for the residual stream, `[layer head]` for head outputs)."""
+    if what not in SWEEPS:
+        raise ConfigError(f"activation_patching: what={what!r}; choose one of {', '.join(SWEEPS)}")
+    check_pair(clean, corrupted)
+    device = device_of(model)
+    clean, corrupted = clean.to(device), corrupted.to(device)
+    logits, cache = model.run_with_cache(clean)
+    check_metric(metric, logits)
+    sweep, _ = SWEEPS[what]
+    was_training = model.training
+    model.eval()
+    try:
+        return sweep(model, corrupted, cache, metric)
+    finally:
+        model.train(was_training)
+
+
+# --- ablations ---
+def _check_names(model: nn.Module, names: list[str]) -> None:
+    points = getattr(model, "hook_dict", {})
+    missing = [n for n in names if n not in points]
+    if missing:
+        raise ConfigError(f"hook point {missing[0]!r} does not exist in this model")
+
+
+@torch.no_grad()
+def reference_activations(model: nn.Module, names: list[str], tokens: Int[Tensor, "batch pos"]) -> dict[str, Tensor]:
+    _check_names(model, names)
+    _, cache = model.run_with_cache(tokens.to(device_of(model)), names_filter=lambda n: n in names)
+    return {n: cache[n] for n in names}
+
+
+@contextmanager
+def ablated(model: nn.Module, names: list[str], how: Literal["zero", "mean", "resample"] = "mean",
+            reference: Int[Tensor, "batch pos"] | None = None, generator: torch.Generator | None = None
+            ) -> Iterator[None]:
+    """Within the block, the activations at `names` are zero, their mean over `reference` sequences (per
+    position), or those of randomly drawn `reference` sequences (resampling)."""
+    if how not in ("zero", "mean", "resample"):
+        raise ConfigError(f"ablated: how={how!r}; choose zero, mean or resample")
+    _check_names(model, names)
+    if how != "zero" and reference is None:
+        raise ConfigError(f"ablated: how={how!r} needs reference sequences to take activations from")
+    stored = {} if how == "zero" else reference_activations(model, names, reference)
+
+    def replace(act: Tensor, hook) -> Tensor:
+        if how == "zero":
+            return torch.zeros_like(act)
+        ref = stored[hook.name][:, : act.shape[1]]
+        if how == "mean":
+            return ref.mean(0, keepdim=True).expand_as(act).clone()
+        rows = torch.randint(0, ref.shape[0], (act.shape[0],), generator=generator).to(ref.device)
+        return ref[rows]
+
+    with model.hooks(fwd_hooks=[(name, replace) for name in names]):
+        yield

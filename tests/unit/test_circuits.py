@@ -9,6 +9,7 @@ from workbench.hooks.circuits import (
     activation_patching,
     kl_to,
     logit_diff,
+    next_token_loss,
     normalised,
     target_probability,
 )
@@ -82,6 +83,8 @@ def test_metrics():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]]))
     assert target_probability(0)(logits) == pytest.approx(0.5)
     assert kl_to(logits)(logits) == pytest.approx(0.0, abs=1e-7)
+    uniform = torch.zeros(2, 5, 7)
+    assert next_token_loss(torch.randint(0, 7, (2, 5)))(uniform) == pytest.approx(float(torch.log(torch.tensor(7.0))))
     rescaled = normalised(logit_diff(0, 1), clean_value=2.0, corrupted_value=0.0)
     assert rescaled(logits) == pytest.approx(float(torch.log(torch.tensor(2.0))) / 2)
 

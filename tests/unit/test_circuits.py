@@ -7,8 +7,10 @@ from workbench.config import ConfigError
 from workbench.hooks.circuits import (
     ablated,
     activation_patching,
+    direct_logit_attribution,
     kl_to,
     logit_diff,
+    logit_lens,
     next_token_loss,
     normalised,
     target_probability,
@@ -125,3 +127,27 @@ def test_patching_and_ablation_run_on_a_transformer_bridge():
     assert heads.shape == (2, 4)
     with torch.no_grad(), ablated(bridge, ["blocks.1.hook_mlp_out"], "zero"):
         assert float(metric(bridge(clean))) != pytest.approx(clean_value)
+
+
+def test_direct_logit_attribution_on_the_hand_built_model(model):
+    dla = direct_logit_attribution(model, torch.tensor([CLEAN]), A, B)
+    assert dla["L0H0"] == pytest.approx((CLEAN.count(A) - CLEAN.count(B)) / 5)  # the mean embedding
+    assert dla["embed"] == pytest.approx((CLEAN[-1] == A) - (CLEAN[-1] == B))
+    assert dla.sum() == pytest.approx(closed_form(CLEAN))
+
+
+def test_attributions_and_the_logit_lens_add_up_on_a_random_model():
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_vocab=11, n_ctx=16,
+                                positional="learned")).eval().requires_grad_(False)
+    for p in m.parameters():  # biases and norm weights away from their init, so a missed one shows
+        if p.dim() == 1:
+            p.add_(0.1 * torch.randn_like(p))
+    tokens = torch.randint(0, 11, (3, 8), generator=torch.Generator().manual_seed(1))
+    logits = m(tokens)
+    dla = direct_logit_attribution(m, tokens, 3, 4)
+    assert list(dla.index[:2]) == ["L0H0", "L0H1"] and {"MLP1", "bias", "unembed bias"} <= set(dla.index)
+    assert dla.sum() == pytest.approx(float((logits[:, -1, 3] - logits[:, -1, 4]).mean()), abs=1e-5)
+    lens = logit_lens(m, tokens, 3)
+    assert len(lens) == 3 and lens.iloc[-1] == pytest.approx(float(logits[:, -1, 3].mean()), abs=1e-5)
+    assert torch.equal(m(tokens), logits)  # the model itself was not folded

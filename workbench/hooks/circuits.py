@@ -10,10 +10,12 @@ sequences (resampling), for as long as a `with` block lasts.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -151,3 +153,60 @@ def ablated(model: nn.Module, names: list[str], how: Literal["zero", "mean", "re
 
     with model.hooks(fwd_hooks=[(name, replace) for name in names]):
         yield
+
+
+# --- direct logit attribution and the logit lens ---
+def _folded(model: nn.Module) -> nn.Module:
+    """A copy with the norms folded into the weights that read them, the form in which TL's cache divides
+    each component by the final norm's scale and nothing else (a bridge is returned as it is)."""
+    if not hasattr(model, "fold_layer_norm"):
+        return model
+    return copy.deepcopy(model).fold_layer_norm()
+
+
+@torch.no_grad()
+def direct_logit_attribution(model: nn.Module, tokens: Int[Tensor, "batch pos"], correct, wrong=None,
+                             pos: int = -1) -> pd.Series:
+    """What each head, each MLP and the embeddings write directly into logit(correct) − logit(wrong) at `pos`,
+    through the final norm's scale on this input; averaged over the batch. With the heads' output biases ("bias")
+    and the unembedding's ("unembed bias") the rows sum to the logit difference."""
+    folded = _folded(model)
+    tokens = tokens.to(device_of(folded))
+    logits, cache = folded.run_with_cache(tokens)
+    n = folded.cfg.n_layers
+    heads, head_labels = cache.stack_head_results(layer=n, pos_slice=pos, return_labels=True)
+    parts, labels = [heads], list(head_labels)
+    if cache.has_embed:
+        parts.append(cache["hook_embed"][:, pos][None])
+        labels.append("embed")
+    if cache.has_pos_embed:
+        parts.append(cache["hook_pos_embed"][:, pos][None])
+        labels.append("pos_embed")
+    for layer in range(n):
+        if f"blocks.{layer}.hook_mlp_out" in cache.cache_dict and not folded.cfg.attn_only:
+            parts.append(cache["mlp_out", layer][:, pos][None])
+            labels.append(f"MLP{layer}")
+    if hasattr(folded, "accumulated_bias"):  # the heads' output biases (an MLP's is inside its output)
+        parts.append(folded.accumulated_bias(n, include_mlp_biases=False).expand_as(heads[0])[None])
+        labels.append("bias")
+    stack = torch.cat(parts)  # [component batch d_model]
+    wrong_ids = None if wrong is None else torch.as_tensor(wrong).expand(tokens.shape[0])
+    attrs = cache.logit_attrs(stack, tokens=torch.as_tensor(correct).expand(tokens.shape[0]),
+                              incorrect_tokens=wrong_ids, pos_slice=pos)
+    series = pd.Series(attrs.mean(-1).cpu().numpy(), index=labels)
+    if torch.is_tensor(getattr(folded, "b_U", None)):  # the unembedding bias (ln_final's bias folded into it)
+        series["unembed bias"] = float(folded.b_U[correct] - (0 if wrong is None else folded.b_U[wrong]))
+    return series
+
+
+@torch.no_grad()
+def logit_lens(model: nn.Module, tokens: Int[Tensor, "batch pos"], target, pos: int = -1) -> pd.Series:
+    """logit(target) at `pos` read from the residual stream after each layer, through the final norm and the
+    unembedding (nostalgebraist's logit lens); the last row is the model's own logit. Averaged over the batch."""
+    folded = _folded(model)
+    _, cache = folded.run_with_cache(tokens.to(device_of(folded)))
+    resids, labels = cache.accumulated_resid(apply_ln=True, pos_slice=pos, return_labels=True)  # [layer batch d]
+    direction = folded.W_U[:, torch.as_tensor(target)]
+    bias = folded.b_U[target] if torch.is_tensor(folded.b_U) else 0.0
+    values = (resids @ direction).mean(-1) + bias
+    return pd.Series(values.cpu().numpy(), index=labels)

@@ -151,3 +151,17 @@ def test_attributions_and_the_logit_lens_add_up_on_a_random_model():
     lens = logit_lens(m, tokens, 3)
     assert len(lens) == 3 and lens.iloc[-1] == pytest.approx(float(logits[:, -1, 3].mean()), abs=1e-5)
     assert torch.equal(m(tokens), logits)  # the model itself was not folded
+
+
+def test_circuit_figures(model):
+    from workbench.viz.circuits import logit_attribution_bars, patching_heatmap
+
+    grid = activation_patching(model, torch.tensor([CLEAN]), torch.tensor([CORRUPTED]), logit_diff(A, B))
+    fig = patching_heatmap(grid, ("layer", "pos"), columns=[str(t) for t in CORRUPTED])
+    heat = fig.data[0]
+    assert heat.zmid == 0 and list(heat.x) == ["0 0", "1 2", "2 4", "3 2", "4 2"]  # repeated tokens stay apart
+    assert heat.z[0][4] == pytest.approx(float(grid[0, 4]))
+    with pytest.raises(ValueError, match="column labels"):
+        patching_heatmap(grid, ("layer", "pos"), columns=["a"])
+    bars = logit_attribution_bars(direct_logit_attribution(model, torch.tensor([CLEAN]), A, B)).data[0]
+    assert "L0H0" in list(bars.x)

@@ -274,11 +274,10 @@ def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed
         variants = run_.variants()
         exp = get(run_.header["experiment"])
         keep = exp.shipped_snapshots and max(4, exp.shipped_snapshots // max(1, len(variants)))
-        entries, per_variant = (SHIPPED, SHIPPED_PER_VARIANT) if keep else (
-            tuple(e for e in names if e != "snapshots") for names in (SHIPPED, SHIPPED_PER_VARIANT))
-        copy_entries(run_.path, staging, entries + exp.artifacts, keep)
+        copy_entries(run_.path, staging, SHIPPED + exp.artifacts, keep)
         for name in variants:
-            copy_entries(run_.variant(name).path, staging / "variants" / name, per_variant + exp.artifacts, keep)
+            copy_entries(run_.variant(name).path, staging / "variants" / name, SHIPPED_PER_VARIANT + exp.artifacts,
+                         keep)
         old = root / f".old-{target.name}-{staging.name}"
         if target.exists():
             os.rename(target, old)
@@ -291,10 +290,13 @@ def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed
 
 
 def copy_entries(source: Path, dest: Path, entries: tuple[str, ...], snapshots: int) -> None:
-    """Copy a run's entries; snapshots are thinned and stored in float16 (the final model stays float32, so
-    re-evaluating shipped data reproduces the result exactly; a replayed snapshot differs by fp16 rounding)."""
+    """Copy a run's entries; snapshots are thinned to `snapshots` (0: none) and stored in float16 (the final model
+    stays float32, so re-evaluating shipped data reproduces the result exactly; a replayed snapshot differs by fp16
+    rounding)."""
     dest.mkdir(parents=True, exist_ok=True)
     for entry in entries:
+        if entry == "snapshots" and not snapshots:
+            continue
         if entry == "snapshots":
             snaps = Run(source).snapshots()
             (dest / entry).mkdir()

@@ -24,6 +24,7 @@ from transformer_lens import patching
 
 from workbench.config import ConfigError
 from workbench.device import device_of
+from workbench.hooks.codebook import hook_point
 
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]
 
@@ -116,10 +117,8 @@ def activation_patching(model: nn.Module, clean: Int[Tensor, "batch pos"], corru
 
 # --- ablations ---
 def _check_names(model: nn.Module, names: list[str]) -> None:
-    points = getattr(model, "hook_dict", {})
-    missing = [n for n in names if n not in points]
-    if missing:
-        raise ConfigError(f"hook point {missing[0]!r} does not exist in this model")
+    for name in names:
+        hook_point(model, name)  # raises, naming the missing point and similar ones
 
 
 @torch.no_grad()

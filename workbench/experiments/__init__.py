@@ -33,6 +33,7 @@ from workbench.experiments.icl_boolean import ICLBoolean  # noqa: E402
 from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
 from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
+from workbench.experiments.induction_circuit import InductionCircuit  # noqa: E402
 from workbench.experiments.looped import Looped  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
 
@@ -44,5 +45,6 @@ register(TaskDiversity())
 register(Bursty())
 register(Looped())
 register(Codebook())
+register(InductionCircuit())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

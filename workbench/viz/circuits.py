@@ -39,3 +39,84 @@ def logit_attribution_bars(attribution: pd.Series, title: str = "direct logit at
     fig = go.Figure(go.Bar(x=list(attribution.index), y=attribution.values.tolist(), marker_color=colors))
     fig.update_layout(title=title, xaxis_title="component", yaxis_title="logit difference written", **LAYOUT)
     return fig
+
+
+CHANNEL_COLORS = {"q": "#1f77b4", "k": "#d62728", "v": "#2ca02c", "direct": "#7f7f7f"}
+
+
+def _node_xy(node: str, n_heads: int) -> tuple[float, float]:
+    """Layers left to right (input, then each layer's heads and its MLP, then the logits); heads stacked."""
+    if node == "input":
+        return 0.0, (n_heads - 1) / 2
+    if node == "logits":
+        return 1e9, (n_heads - 1) / 2  # placed after the last layer by the caller
+    if node.startswith("MLP"):
+        return 2 * int(node[3:]) + 2, (n_heads - 1) / 2
+    layer, _, head = node[1:].partition("H")
+    if node.endswith(".attn"):  # a bridge layer's shared attention input
+        return 2 * int(node[1:].split(".")[0]) + 1, (n_heads - 1) / 2
+    return 2 * int(layer) + 1, float(head)
+
+
+def circuit_graph_figure(graph, edges: Sequence[tuple[str, str]] | None = None, title: str | None = None,
+                         n_heads: int | None = None) -> go.Figure:
+    """The circuit as a layered graph: nodes are the input, heads, MLPs and logits; each kept edge is a line
+    whose width is its |score| and whose colour says which input of a head it feeds (q, k, v) or "direct"."""
+    table = graph.edges()
+    if edges is not None:
+        wanted = set(edges)
+        table = table[[(w, r) in wanted for w, r in zip(table["writer"], table["reader"], strict=True)]]
+    n_heads = n_heads or 1 + max((int(w.split("H")[1]) for w in graph.writers if w.startswith("L") and "H" in w),
+                                 default=0)
+    last = max(_node_xy(w, n_heads)[0] for w in graph.writers) + 1
+    position = {}
+    for node in [*graph.writers, *(graph.component(r) for r in graph.readers)]:
+        x, y = _node_xy(node, n_heads)
+        position[node] = (last if node == "logits" else x, y)
+    widest = float(table["score"].abs().max()) if len(table) else 1.0
+    fig = go.Figure()
+    for _, row in table.iterrows():
+        target = graph.component(row["reader"])
+        channel = row["reader"][-1] if row["reader"][-2:] in (".q", ".k", ".v") else "direct"
+        (x0, y0), (x1, y1) = position[row["writer"]], position[target]
+        fig.add_trace(go.Scatter(
+            x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2 + 0.15 * (x1 - x0 > 2), y1], mode="lines",
+            line={"width": 1 + 9 * abs(row["score"]) / (widest or 1), "color": CHANNEL_COLORS[channel],
+                  "shape": "spline"},
+            opacity=0.75, showlegend=False, hoverinfo="text",
+            text=f"{row['writer']} → {row['reader']}<br>score {row['score']:.4g}"))
+    for channel, color in CHANNEL_COLORS.items():  # legend entries
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"color": color, "width": 4},
+                                 name=channel if channel == "direct" else f"into {channel}"))
+    used = {n for w, r in zip(table["writer"], table["reader"], strict=True) for n in (w, graph.component(r))}
+    nodes = [n for n in position if n in used or n in ("input", "logits")]
+    fig.add_trace(go.Scatter(
+        x=[position[n][0] for n in nodes], y=[position[n][1] for n in nodes], mode="markers+text", text=nodes,
+        textposition="top center", marker={"size": 16, "color": "white", "line": {"width": 2, "color": "#333"}},
+        hoverinfo="text", showlegend=False))
+    kept = f"{len(table)} of {graph.n_edges} edges"
+    fig.update_layout(title=title or f"{graph.method} circuit ({kept})", height=160 + 70 * n_heads,
+                      xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"}, **LAYOUT)
+    return fig
+
+
+def faithfulness_figure(curves: dict[str, pd.DataFrame], scores: dict[str, dict] | None = None,
+                        mark_fraction: float | None = None) -> go.Figure:
+    """Faithfulness against the number of edges kept, one line per method (CPR and CMD in the legend)."""
+    fig = go.Figure()
+    for method, curve in curves.items():
+        label = method
+        if scores and method in scores:
+            label += f" (CPR {scores[method]['cpr']:.2f}, CMD {scores[method]['cmd']:.2f})"
+        shown = curve[curve["edges"] > 0]
+        fig.add_trace(go.Scatter(x=shown["edges"], y=shown["faithfulness"], mode="lines+markers", name=label,
+                                 customdata=shown["fraction"],
+                                 hovertemplate="%{x} edges (%{customdata:.1%})<br>faithfulness %{y:.3f}"))
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#999")
+    if mark_fraction is not None and curves:
+        total = int(next(iter(curves.values()))["edges"].max())
+        fig.add_vline(x=max(1, mark_fraction * total), line_dash="dash", line_color="#999",
+                      annotation_text=f"{mark_fraction:.0%} of edges")
+    fig.update_layout(title="faithfulness vs edges kept", xaxis_title="edges kept (log scale)", xaxis_type="log",
+                      yaxis_title="faithfulness (0 corrupted, 1 clean)", legend={"x": 0.01, "y": 0.99}, **LAYOUT)
+    return fig

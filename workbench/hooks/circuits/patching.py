@@ -1,4 +1,4 @@
-"""Circuits: metrics, activation patching and ablations on any hooked model (ours or a TL bridge).
+"""Metrics, activation patching, ablations, direct logit attribution and the logit lens, on any hooked model.
 
 Patching sweeps are TransformerLens's own (`transformer_lens.patching`); this module checks their inputs, so a
 bad request fails with one clear line, and names the sweeps by what they patch:
@@ -59,6 +59,19 @@ def next_token_loss(tokens: Int[Tensor, "batch pos"]) -> Metric:
     def loss(logits):
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten().to(logits.device))
     return loss
+
+
+def next_token_margin(tokens: Int[Tensor, "batch pos"], positions: Tensor | None = None) -> Metric:
+    """The true next token's logit minus the mean logit, averaged over `positions` (default: all but the last)
+    and the batch: a logit difference against every other token at once, so it does not saturate as
+    probabilities do."""
+    def margin(logits):
+        pos = torch.arange(logits.shape[1] - 1) if positions is None else torch.as_tensor(positions)
+        pos = pos.to(logits.device)
+        chosen = logits[:, pos]
+        targets = tokens.to(logits.device)[:, pos + 1]
+        return (chosen.gather(-1, targets[..., None])[..., 0] - chosen.mean(-1)).mean()
+    return margin
 
 
 def kl_to(reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1) -> Metric:

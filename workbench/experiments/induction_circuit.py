@@ -1,0 +1,215 @@
+"""The induction circuit (Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits"; Olsson et
+al. 2022), found by discovery and scored like the Mechanistic Interpretability Benchmark (Mueller et al. 2025).
+
+Claim: in a 2-layer attention-only model the induction mechanism is a previous-token head in layer 0 whose
+output the induction head in layer 1 reads with its keys (K-composition). Circuit discovery (EAP, EAP-IG,
+ACDC) on clean `BOS r r` prompts against corrupted ones (first half resampled, so nothing repeats) should find
+that composition; a small circuit should recover the model's behaviour; path patching should confirm the pair.
+
+By default the model is the shipped `induction` model (data/induction), loaded rather than retrained; the
+smoke preset trains a tiny one so the pipeline runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Literal
+
+import plotly.graph_objects as go
+import torch
+from pydantic import Field
+
+from workbench.config import ConfigError
+from workbench.device import device_of
+from workbench.experiments.base import Criterion
+from workbench.experiments.induction import Induction, InductionConfig
+from workbench.hooks.attention import head_scores
+from workbench.hooks.circuits import (
+    CircuitRun,
+    acdc,
+    activation_patching,
+    area_scores,
+    composition_scores,
+    direct_logit_attribution,
+    edge_attribution,
+    faithfulness_at,
+    faithfulness_curve,
+    next_token_margin,
+    path_patching,
+    smallest_circuit,
+)
+from workbench.models.io import load_state, load_weights
+from workbench.runs import Run, data_root
+from workbench.viz import LAYOUT
+from workbench.viz.circuits import (
+    circuit_graph_figure,
+    faithfulness_figure,
+    logit_attribution_bars,
+    patching_heatmap,
+)
+
+PAPER = "Elhage et al. 2021; Olsson et al. 2022; MIB (Mueller et al. 2025) for faithfulness, CPR and CMD"
+METHODS = ("EAP", "EAP-IG", "ACDC")
+
+
+class InductionCircuitConfig(InductionConfig):
+    source: Literal["shipped", "train"] = Field(
+        "shipped", description="shipped: load data/induction (same model and task config); train: train here")
+    pairs: int = Field(32, ge=1, description="clean/corrupted prompt pairs discovery runs on")
+    ig_steps: int = Field(10, ge=1, description="EAP-IG's integration steps")
+    threshold: float = Field(0.01, ge=0, le=1, description="ACDC: prune an edge costing < this share of the gap")
+    max_fraction: float = Field(0.1, gt=0, le=1, description="the circuit size the faithfulness criterion allows")
+
+
+class InductionCircuit(Induction):
+    name = "induction-circuit"
+    title = "The induction circuit, discovered"
+    paper = PAPER
+    family = "circuits"
+    claim = ("Discovery finds the previous-token head → induction head K-composition; a small circuit recovers "
+             "the behaviour; path patching confirms the pair.")
+    Config = InductionCircuitConfig
+    presets = {
+        "smoke": {**Induction.presets["smoke"], "source": "train", "pairs": 4, "ig_steps": 2},
+        "quick": {},
+        "full": {**Induction.presets["full"], "source": "train"},
+    }
+    criteria = [
+        Criterion("top K-composition pair = previous-token head → induction head", "k_composition_pair_found",
+                  ">=", 1.0, PAPER),
+        Criterion("ACDC's circuit keeps that pair's key edge", "acdc_keeps_pair_edge", ">=", 1.0, PAPER),
+        Criterion("a circuit with ≤10% of edges has faithfulness ≥ 0.8 (best method)", "faithfulness_at_max_fraction",
+                  ">=", 0.8, "MIB"),
+        Criterion("path patching: the pair's key path carries ≥ 5% of the gap", "path_patching_pair", ">=", 0.05,
+                  "Wang et al. 2023 (path patching)"),
+        Criterion("path patching: no other sender's key path into that head carries more",
+                  "path_patching_pair_is_top", ">=", 1.0, "Wang et al. 2023 (path patching)"),
+    ]
+    shipped_snapshots = 0
+
+    # --- the model: the shipped induction model, or trained here ---
+    def train(self, cfg: InductionCircuitConfig, run: Run | None, callback=None, progress_bar: bool = True):
+        if cfg.source == "train":
+            return super().train(cfg, run, callback, progress_bar)
+        source = data_root() / "induction"
+        if not (source / "model.safetensors").exists():
+            raise ConfigError(f"source=shipped: {source} has no model; run `workbench run induction --quick --ship` "
+                              "or set source=train")
+        shipped = json.loads((source / "config.json").read_text())["config"]
+        for part in ("model", "task"):
+            mine = getattr(cfg, part)
+            theirs = type(mine).model_validate({**shipped[part], "device": getattr(mine, "device", None)}
+                                               if part == "model" else shipped[part])
+            if theirs != mine:
+                raise ConfigError(f"source=shipped: {part} differs from data/induction's; set source=train to "
+                                  "train this config")
+        model = self.build(cfg)
+        load_state(model, load_weights(source / "model.safetensors"), source / "model.safetensors")
+        if run is not None:  # the training log of the model, so its curves come along
+            shutil.copyfile(source / "metrics.jsonl", run.path / "metrics.jsonl")
+        return model
+
+    def evaluate_during_training(self, model, cfg: InductionCircuitConfig) -> dict[str, float]:
+        return Induction.evaluate(self, model, cfg.model_copy(update={"eval_batch": min(64, cfg.eval_batch)}))
+
+    # --- the prompts and the metric ---
+    def prompts(self, cfg: InductionCircuitConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clean `BOS r r` prompts, corrupted ones with the first half resampled, and the positions scored
+        (each repeated token's successor)."""
+        seg = cfg.task.max_segment
+        clean = self.eval_batch(cfg.model_copy(update={"eval_batch": cfg.pairs}), segment=seg).tokens
+        corrupted = clean.clone()
+        g = torch.Generator().manual_seed(cfg.eval_seed + 1)
+        corrupted[:, 1:seg + 1] = torch.randint(1, cfg.task.d_vocab, (cfg.pairs, seg), generator=g)
+        return clean, corrupted, torch.arange(seg + 1, 2 * seg)
+
+    def discovery(self, model, cfg: InductionCircuitConfig):
+        """Prompts, metric, the prepared run, each method's graph and faithfulness curve; computed once per
+        model and config (evaluate and figures both need them)."""
+        key = (id(model), cfg.model_dump_json(), float(sum(p.detach().double().sum() for p in model.parameters())))
+        if getattr(self, "_discovered", (None,))[0] != key:
+            self._discovered = (key, self._discover(model, cfg))
+        return self._discovered[1]
+
+    def _discover(self, model, cfg: InductionCircuitConfig):
+        clean, corrupted, positions = self.prompts(cfg)
+        metric = next_token_margin(clean, positions)
+        run = CircuitRun.prepare(model, clean, corrupted, metric)
+        run.check_gap("induction-circuit")
+        graphs = {"EAP": edge_attribution(model, clean, corrupted, metric),
+                  "EAP-IG": edge_attribution(model, clean, corrupted, metric, ig_steps=cfg.ig_steps),
+                  "ACDC": acdc(model, clean, corrupted, metric, cfg.threshold, progress=False)}
+        curves = {m: faithfulness_curve(model, clean, corrupted, metric, g, run=run) for m, g in graphs.items()}
+        return clean, corrupted, metric, run, graphs, curves
+
+    @torch.no_grad()
+    def evaluate(self, model, cfg: InductionCircuitConfig) -> dict[str, float]:
+        metrics = super().evaluate(model, cfg)
+        clean, corrupted, metric, run, graphs, curves = self.discovery(model, cfg)
+        scores = head_scores(model, self.eval_batch(cfg, cfg.task.max_segment).tokens.to(device_of(model)),
+                             segment=cfg.task.max_segment)
+        composition = composition_scores(model, "k")
+        sender, receiver = composition.stack().idxmax()
+        prev = scores[scores.layer == 0].set_index("head")["previous_token"]
+        induction = scores.set_index(["layer", "head"])["induction"]
+        r_layer, r_head = int(receiver[1:].split("H")[0]), int(receiver.split("H")[1])
+        pair_found = (sender == f"L0H{int(prev.idxmax())}" and induction[(r_layer, r_head)] >= 0.8)
+        kept = graphs["ACDC"].kept
+        pair_edge = (graphs["ACDC"].writers.index(sender), graphs["ACDC"].readers.index(f"{receiver}.k"))
+        paths = path_patching(model, clean, corrupted, metric,
+                              senders=[w for w in run.ports.writers if w.startswith("L0H")],
+                              receivers=[f"{receiver}.k"])[f"{receiver}.k"]
+        metrics |= {
+            "clean_metric": run.clean_metric, "corrupted_metric": run.corrupted_metric,
+            "n_edges": graphs["EAP"].n_edges, "k_composition_sender_head": int(sender.split("H")[1]),
+            "k_composition_receiver_layer": r_layer, "k_composition_receiver_head": r_head,
+            "k_composition_top": float(composition.loc[sender, receiver]),
+            "k_composition_pair_found": float(pair_found), "acdc_keeps_pair_edge": float(kept[pair_edge]),
+            "acdc_edges": int(kept.sum()), "acdc_faithfulness": run.faithfulness(kept),
+            "path_patching_pair": float(paths[sender]),
+            "path_patching_pair_is_top": float(paths[sender] >= paths.drop(sender).max()),
+        }
+        for method, curve in curves.items():
+            area = area_scores(curve)
+            needed = smallest_circuit(run, graphs[method], 0.8)
+            metrics |= {f"{method}.cpr": area["cpr"], f"{method}.cmd": area["cmd"],
+                        f"{method}.faithfulness_at_max_fraction": faithfulness_at(curve, cfg.max_fraction),
+                        f"{method}.edges_for_0.8": float("nan") if needed is None else needed}
+        metrics["faithfulness_at_max_fraction"] = max(metrics[f"{m}.faithfulness_at_max_fraction"] for m in METHODS)
+        return metrics
+
+    @torch.no_grad()
+    def figures(self, model, cfg: InductionCircuitConfig, run: Run | None = None) -> dict[str, go.Figure]:
+        figs = {k: v for k, v in super().figures(model, cfg, run).items() if k in ("induction_scores",
+                                                                                  "previous_token_scores")}
+        clean, corrupted, metric, circuit_run, graphs, curves = self.discovery(model, cfg)
+        figs["faithfulness"] = faithfulness_figure(curves, {m: area_scores(c) for m, c in curves.items()},
+                                                   cfg.max_fraction)
+        figs["acdc_circuit"] = circuit_graph_figure(graphs["ACDC"], edges=[
+            (w, r) for w, r, k in graphs["ACDC"].edges()[["writer", "reader", "kept"]].values if k])
+        top = graphs["EAP-IG"].edges().head(max(1, int(cfg.max_fraction * graphs["EAP-IG"].n_edges)))
+        figs["eap_ig_circuit"] = circuit_graph_figure(graphs["EAP-IG"], edges=list(zip(top.writer, top.reader,
+                                                                                         strict=True)))
+        heads = activation_patching(model, clean, corrupted, metric, "attn_head_out")
+        span = circuit_run.gap
+        figs["head_patching"] = patching_heatmap((heads - circuit_run.corrupted_metric) / span, ("layer", "head"),
+                                                 "patching each head's output into the corrupted run",
+                                                 metric="share of the gap")
+        comp = composition_scores(model, "k")
+        later = [c for c in comp.columns if comp[c].notna().any()]
+        earlier = [r for r in comp.index if comp.loc[r].notna().any()]
+        fig = go.Figure(go.Heatmap(z=comp.loc[earlier, later].values, x=later, y=earlier, colorscale="Viridis",
+                                   hovertemplate="%{y} → %{x}<br>K-composition %{z:.3f}<extra></extra>"))
+        fig.update_layout(title="K-composition scores (weights)", xaxis_title="reading head (keys)",
+                          yaxis_title="writing head", **LAYOUT)
+        figs["k_composition"] = fig
+        paths = path_patching(model, clean, corrupted, metric, senders=earlier, receivers=[f"{h}.k" for h in later])
+        figs["path_patching"] = patching_heatmap(torch.tensor(paths.values, dtype=torch.float32),
+                                                 ("sender", "receiver"), "path patching: share of the gap lost",
+                                                 columns=list(paths.columns), metric="share lost")
+        figs["path_patching"].update_yaxes(ticktext=earlier, tickvals=[str(i) for i in range(len(earlier))])
+        seg = cfg.task.max_segment
+        dla = direct_logit_attribution(model, clean[:1], int(clean[0, 2 * seg]), pos=2 * seg - 1)
+        figs["direct_logit_attribution"] = logit_attribution_bars(dla, "direct logit attribution to the next token")
+        return figs

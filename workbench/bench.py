@@ -40,6 +40,8 @@ OURS_PLAIN_TARGET = 1.05  # hook points that nobody hooks should cost ≤ 5 % of
 CACHE_TARGET = 1.1  # caching one activation should cost ≤ 10 % over a plain forward
 CODEBOOK_TARGET = 1.5  # one MLP codebook of 1000 codes should cost ≤ 1.5× a plain training step
 CODEBOOK_CODES = 1000
+EAP_TARGET, EAP_IG_TARGET, IG_STEPS = 2.0, 10.0, 10  # seconds on 2 cores, 2-layer model (issue #12)
+EAP_SHAPE = (32, 64)  # clean/corrupted pairs × tokens: the induction-circuit experiment's
 NOT_YET = "not implemented in workbench yet"
 
 
@@ -252,6 +254,25 @@ def bench_codebook(plan: Plan) -> dict:
             "forward_ratio": seconds["codebook forward"]["median"] / seconds["plain forward"]["median"]}
 
 
+def bench_eap_acdc(plan: Plan) -> dict:
+    """EAP, EAP-IG (10 steps) and ACDC on the same circuit graph of a 2-layer attention-only model (q, k, v
+    inputs split: 81 edges), each call timed end to end (corrupted and clean runs included)."""
+    from workbench.hooks.circuits import acdc, edge_attribution, logit_diff
+
+    c = CONFIGS[0]
+    model = build_model(c.model_config(), seed=0).eval()
+    clean = random_tokens(*EAP_SHAPE)
+    corrupted = clean.roll(1, dims=0)  # another sequence for each pair
+    metric = logit_diff(clean[:, -1], corrupted[:, -1])
+    calls = {"EAP": lambda: edge_attribution(model, clean, corrupted, metric),
+             f"EAP-IG {IG_STEPS} steps": lambda: edge_attribution(model, clean, corrupted, metric, ig_steps=IG_STEPS),
+             "ACDC": lambda: acdc(model, clean, corrupted, metric, threshold=0.01, progress=False)}
+    seconds = time_interleaved(calls, warmup=1, reps=max(2, plan.reps // 2))
+    found = calls["ACDC"]()
+    return {"config": c.name, "batch": EAP_SHAPE[0], "seq": EAP_SHAPE[1], "edges": found.n_edges,
+            "acdc_threshold": 0.01, "acdc_edges_kept": int(found.kept.sum()), "seconds": seconds}
+
+
 def cache_call(model: nn.Module, tokens: Int[Tensor, "batch pos"], names_filter: Any) -> Callable[[], dict]:
     def call() -> dict:
         with torch.no_grad():
@@ -339,7 +360,7 @@ def bench_catalog() -> list[dict]:
     return rows
 
 
-def targets(train: list[dict], cache: dict, codebook: dict) -> list[dict]:
+def targets(train: list[dict], cache: dict, codebook: dict, eap: dict) -> list[dict]:
     rows = [{"name": f"ours/plain {r['config']} {r['batch']}x{r['seq']}", "metric": "ours/plain", "op": "<=",
              "threshold": OURS_PLAIN_TARGET, "value": r["ratios"]["ours/plain"]} for r in train]
     one = next(v for v in cache["variants"] if v["variant"] == "1 name")
@@ -347,6 +368,9 @@ def targets(train: list[dict], cache: dict, codebook: dict) -> list[dict]:
                  "threshold": CACHE_TARGET, "value": one["time_ratio"]})
     rows.append({"name": f"one MLP codebook ({codebook['codes']} codes) step / plain step", "metric": "step_ratio",
                  "op": "<=", "threshold": CODEBOOK_TARGET, "value": codebook["step_ratio"]})
+    for name, threshold in (("EAP", EAP_TARGET), (f"EAP-IG {IG_STEPS} steps", EAP_IG_TARGET)):
+        rows.append({"name": f"{name}, {eap['config']} {eap['batch']}x{eap['seq']} ({eap['edges']} edges), s",
+                     "metric": "seconds", "op": "<=", "threshold": threshold, "value": eap["seconds"][name]["median"]})
     return [{**r, "passed": bool(r["value"] <= r["threshold"])} for r in rows]
 
 
@@ -389,6 +413,7 @@ def measure(result: dict, plan: Plan, progress: bool, catalog: bool) -> None:
                           lambda c=c, shape=shape: train.append(bench_train(c, shape, plan))))
     tasks.append(("run_with_cache", lambda: result.update(cache=bench_cache(plan))))
     tasks.append(("codebook", lambda: result.update(codebook_overhead=bench_codebook(plan))))
+    tasks.append(("EAP / ACDC", lambda: result.update(eap_acdc=bench_eap_acdc(plan))))
     if catalog:
         tasks.append(("catalog", lambda: result.update(catalog={"experiments": bench_catalog()})))
     bar = tqdm(tasks, desc="bench", disable=not progress, leave=False)
@@ -401,9 +426,8 @@ def measure(result: dict, plan: Plan, progress: bool, catalog: bool) -> None:
     result["mfu"] = {"peak": peak, "formula": "6·N_matmul·tokens + 12·n_layers·seq²·d_attn·batch",
                      "rows": mfu_rows(train, peak["peak_flops_per_s"])}
     result.setdefault("catalog", {"skipped": "off by default (long); run `workbench bench --catalog`"})
-    result["eap_acdc"] = {"not_available": NOT_YET}
     result["mamba_scan"] = {"not_available": NOT_YET}
-    result["targets"] = targets(train, result["cache"], result["codebook_overhead"])
+    result["targets"] = targets(train, result["cache"], result["codebook_overhead"], result["eap_acdc"])
     result["passed"] = all(t["passed"] for t in result["targets"])
 
 
@@ -473,7 +497,11 @@ def _other_lines(result: dict) -> list[str]:
     cb = result["codebook_overhead"]
     lines += [f"Codebook ({cb['config']}, {cb['batch']}x{cb['seq']}, {cb['codes']} codes at {cb['site']}): "
               f"step ×{cb['step_ratio']:.3f}, forward ×{cb['forward_ratio']:.3f} of the plain model"]
-    lines += [f"{key}: not available — {result[key]['not_available']}" for key in ("eap_acdc", "mamba_scan")]
+    e = result["eap_acdc"]
+    lines += [f"eap_acdc ({e['config']}, {e['batch']}x{e['seq']}, {e['edges']} edges): "
+              + ", ".join(f"{name} {_s(stats)} s" for name, stats in e["seconds"].items())
+              + f"; ACDC kept {e['acdc_edges_kept']} edges at threshold {e['acdc_threshold']}"]
+    lines += [f"mamba_scan: not available — {result['mamba_scan']['not_available']}"]
     lines += ["", "Targets"] + [
         f"  [{'pass' if t['passed'] else 'FAIL'}] {t['name']}: {t['value']:.3f} (needs {t['op']} {t['threshold']})"
         for t in result["targets"]]

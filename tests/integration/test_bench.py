@@ -36,8 +36,12 @@ def test_every_section_is_present_and_the_file_is_written(result):
     assert on_disk["settings"]["threads"] == on_disk["machine"]["threads"] == 2
     for key in ("cpu_count", "torch_version", "platform"):
         assert on_disk["machine"][key]
-    for key in ("eap_acdc", "mamba_scan"):
-        assert result[key] == {"not_available": bench.NOT_YET}
+    assert result["mamba_scan"] == {"not_available": bench.NOT_YET}
+    eap = result["eap_acdc"]
+    assert eap["edges"] == 81 and 0 < eap["acdc_edges_kept"] <= 81
+    assert set(eap["seconds"]) == {"EAP", "EAP-IG 10 steps", "ACDC"}
+    assert [t["value"] for t in result["targets"][-2:]] == [eap["seconds"]["EAP"]["median"],
+                                                            eap["seconds"]["EAP-IG 10 steps"]["median"]]
     codebook = result["codebook_overhead"]
     assert codebook["codes"] == 1000
     seconds = codebook["seconds"]  # ratios of the measured medians (timing itself is too noisy to bound here)
@@ -81,7 +85,7 @@ def test_mfu_and_targets(result):
     for row in result["mfu"]["rows"]:
         assert row["mfu"] == pytest.approx(row["flops_per_step"] / row["seconds_per_step"] / peak)
         assert row["mfu"] > 0
-    assert len(result["targets"]) == len(result["train_step"]) + 2  # + cache, + codebook
+    assert len(result["targets"]) == len(result["train_step"]) + 4  # + cache, codebook, EAP, EAP-IG
     for t in result["targets"]:
         assert isinstance(t["passed"], bool) and t["passed"] == (t["value"] <= t["threshold"])
     assert result["passed"] == all(t["passed"] for t in result["targets"])

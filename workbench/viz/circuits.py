@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -79,6 +80,7 @@ def circuit_graph_figure(graph, edges: Sequence[tuple[str, str]] | None = None, 
         target = graph.component(row["reader"])
         channel = row["reader"][-1] if row["reader"][-2:] in (".q", ".k", ".v") else "direct"
         (x0, y0), (x1, y1) = position[row["writer"]], position[target]
+        y1 += {"q": -0.18, "k": 0.0, "v": 0.18}.get(channel, 0.0)  # a head's three inputs enter side by side
         fig.add_trace(go.Scatter(
             x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2 + 0.15 * (x1 - x0 > 2), y1], mode="lines",
             line={"width": 1 + 9 * abs(row["score"]) / (widest or 1), "color": CHANNEL_COLORS[channel],
@@ -113,10 +115,13 @@ def faithfulness_figure(curves: dict[str, pd.DataFrame], scores: dict[str, dict]
                                  customdata=shown["fraction"],
                                  hovertemplate="%{x} edges (%{customdata:.1%})<br>faithfulness %{y:.3f}"))
     fig.add_hline(y=1.0, line_dash="dot", line_color="#999")
-    if mark_fraction is not None and curves:
-        total = int(next(iter(curves.values()))["edges"].max())
-        fig.add_vline(x=max(1, mark_fraction * total), line_dash="dash", line_color="#999",
-                      annotation_text=f"{mark_fraction:.0%} of edges")
+    total = max((int(c["edges"].max()) for c in curves.values()), default=1)
+    if mark_fraction is not None:  # a trace, not add_vline: shapes on a log axis take log10 coordinates
+        x = max(1.0, mark_fraction * total)
+        fig.add_trace(go.Scatter(x=[x, x], y=[0, 1], mode="lines+text", line={"dash": "dash", "color": "#999"},
+                                 text=["", f"{mark_fraction:.0%} of edges"], textposition="top right",
+                                 hoverinfo="skip", showlegend=False))
+    fig.update_xaxes(range=[-0.05, math.log10(total) + 0.05])
     fig.update_layout(title="faithfulness vs edges kept", xaxis_title="edges kept (log scale)", xaxis_type="log",
                       yaxis_title="faithfulness (0 corrupted, 1 clean)", legend={"x": 0.01, "y": 0.99}, **LAYOUT)
     return fig

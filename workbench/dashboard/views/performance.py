@@ -34,6 +34,14 @@ st.plotly_chart(figures.cache_costs(latest), key="cache")
 st.header("MFU")
 st.plotly_chart(figures.mfu(latest), key="mfu")
 
+if "seconds" in latest.get("eap_acdc", {}):
+    e = latest["eap_acdc"]
+    st.header("Circuit discovery")
+    st.caption(f"{e['config']}, {e['batch']} clean/corrupted pairs × {e['seq']} tokens, {e['edges']} edges; "
+               f"ACDC kept {e['acdc_edges_kept']} at threshold {e['acdc_threshold']}")
+    st.table(pd.DataFrame({name: {"median s": s["median"], "min s": s["min"], "max s": s["max"]}
+                           for name, s in e["seconds"].items()}).T)
+
 if len(results) > 1:
     st.header("History")
     st.plotly_chart(figures.ratio_history(results), key="history")

@@ -155,3 +155,16 @@ def test_codebook_page_finds_codes_by_regex(server, runs_dir, page):
     wait_for_render(page)
     assert_clean(page)
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1  # the codes the search found
+
+
+def test_circuits_page_runs_patching_and_discovery(server, page):
+    page.goto(f"{server}/circuits")  # the shipped induction model is picked by default
+    page.get_by_role("button", name="Run patching").wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    page.get_by_text("CPR (area under faithfulness").wait_for(timeout=TIMEOUT)  # discovery ran (EAP-IG)
+    page.get_by_role("button", name="Run patching").click()
+    page.wait_for_function("""() => [...document.querySelectorAll('.js-plotly-plot')].some(
+        p => p.layout && p.layout.title && p.layout.title.text.includes('patching:') && p.data[0].type === 'heatmap'
+             && p.data[0].z.length === 2)""", timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)

@@ -26,7 +26,8 @@ def page(name):
     return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
 
 
-@pytest.mark.parametrize("name", ["home", "attention", "icl", "codebooks", "train", "performance"])
+@pytest.mark.parametrize("name", ["home", "attention", "icl", "codebooks", "circuits", "train",
+                                  "performance"])
 def test_every_page_renders_without_exception(name, runs_root):
     assert not page(name).exception
 
@@ -128,3 +129,12 @@ def test_codebook_page_searches_codes_and_forces_one(runs_root):
     assert at.get("plotly_chart"), "no intervention figure"
     at.text_input[1].set_value("12x").run()
     assert any("not one" in e.value for e in at.error)  # a bad prompt is one readable line
+
+
+def test_circuits_page_discovers_with_each_method_and_rejects_a_bad_prompt(runs_root):
+    at = page("circuits")
+    assert not at.exception and at.metric[0].value == "81"  # the shipped induction model's graph
+    at.radio[0].set_value("ACDC").run()
+    assert not at.exception and any("ACDC kept" in c.value for c in at.caption)
+    at.text_input[0].input("1 2 banana").run()
+    assert not at.exception and any("'banana' is not a token id" in e.value for e in at.error)

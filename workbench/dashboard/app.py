@@ -18,6 +18,7 @@ pages = {
         st.Page("views/attention.py", title="Attention"),
         st.Page("views/icl.py", title="In-context learning"),
         st.Page("views/codebooks.py", title="Codebooks"),
+        st.Page("views/circuits.py", title="Circuits"),
         st.Page("views/train.py", title="Train"),
         st.Page("views/performance.py", title="Performance"),
     ]

@@ -147,6 +147,11 @@ class Experiment:
         so they differ from the training stream; at step None, i.e. past any curriculum."""
         return self.task(cfg).sample(size or cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
 
+    def circuit_prompts(self, cfg: ExperimentConfig, n: int = 16) -> tuple[Tensor, Tensor, Tensor] | None:
+        """For the circuits tools: `n` clean token prompts `[n pos]`, corrupted ones of the same shape that break
+        the behaviour, and the positions `[k]` whose next token a metric scores. None: the experiment has none."""
+        return None
+
     def build(self, cfg: ExperimentConfig) -> nn.Module:
         model = build_model(cfg.model, seed=cfg.seed)
         if not cfg.model.d_input:  # token models read and write tokens as the task names them

@@ -94,6 +94,16 @@ class Induction(Experiment):
             "repeat_loss_ratio_max_segment": repeat_fixed / first_fixed,
         }
 
+    def circuit_prompts(self, cfg: InductionConfig, n: int = 16):
+        """Clean `BOS r r` at the longest segment; corrupted with the first half resampled, so nothing repeats;
+        scored at each repeated token (predicting its successor)."""
+        seg = cfg.task.max_segment
+        clean = self.eval_batch(cfg.model_copy(update={"eval_batch": n}), segment=seg).tokens
+        corrupted = clean.clone()
+        g = torch.Generator().manual_seed(cfg.eval_seed + 1)
+        corrupted[:, 1:seg + 1] = torch.randint(1, cfg.task.d_vocab, (n, seg), generator=g)
+        return clean, corrupted, torch.arange(seg + 1, 2 * seg)
+
     @staticmethod
     def half_losses(model, batch) -> tuple[float, float]:
         losses = position_losses(model, batch)

@@ -113,17 +113,6 @@ class InductionCircuit(Induction):
     def evaluate_during_training(self, model, cfg: InductionCircuitConfig) -> dict[str, float]:
         return Induction.evaluate(self, model, cfg.model_copy(update={"eval_batch": min(64, cfg.eval_batch)}))
 
-    # --- the prompts and the metric ---
-    def prompts(self, cfg: InductionCircuitConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clean `BOS r r` prompts, corrupted ones with the first half resampled, and the positions scored
-        (each repeated token's successor)."""
-        seg = cfg.task.max_segment
-        clean = self.eval_batch(cfg.model_copy(update={"eval_batch": cfg.pairs}), segment=seg).tokens
-        corrupted = clean.clone()
-        g = torch.Generator().manual_seed(cfg.eval_seed + 1)
-        corrupted[:, 1:seg + 1] = torch.randint(1, cfg.task.d_vocab, (cfg.pairs, seg), generator=g)
-        return clean, corrupted, torch.arange(seg + 1, 2 * seg)
-
     def discovery(self, model, cfg: InductionCircuitConfig):
         """Prompts, metric, the prepared run, each method's graph and faithfulness curve; computed once per
         model and config (evaluate and figures both need them)."""
@@ -133,7 +122,7 @@ class InductionCircuit(Induction):
         return self._discovered[1]
 
     def _discover(self, model, cfg: InductionCircuitConfig):
-        clean, corrupted, positions = self.prompts(cfg)
+        clean, corrupted, positions = self.circuit_prompts(cfg, cfg.pairs)
         metric = next_token_margin(clean, positions)
         run = CircuitRun.prepare(model, clean, corrupted, metric)
         run.check_gap("induction-circuit")

@@ -80,7 +80,7 @@ def circuit_graph_figure(graph, edges: Sequence[tuple[str, str]] | None = None, 
         target = graph.component(row["reader"])
         channel = row["reader"][-1] if row["reader"][-2:] in (".q", ".k", ".v") else "direct"
         (x0, y0), (x1, y1) = position[row["writer"]], position[target]
-        y1 += {"q": -0.18, "k": 0.0, "v": 0.18}.get(channel, 0.0)  # a head's three inputs enter side by side
+        y1 += {"q": -0.08, "k": 0.0, "v": 0.08}.get(channel, 0.0)  # a head's three inputs enter side by side
         fig.add_trace(go.Scatter(
             x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2 + 0.15 * (x1 - x0 > 2), y1], mode="lines",
             line={"width": 1 + 9 * abs(row["score"]) / (widest or 1), "color": CHANNEL_COLORS[channel],
@@ -118,8 +118,8 @@ def faithfulness_figure(curves: dict[str, pd.DataFrame], scores: dict[str, dict]
     total = max((int(c["edges"].max()) for c in curves.values()), default=1)
     if mark_fraction is not None:  # a trace, not add_vline: shapes on a log axis take log10 coordinates
         x = max(1.0, mark_fraction * total)
-        fig.add_trace(go.Scatter(x=[x, x], y=[0, 1], mode="lines+text", line={"dash": "dash", "color": "#999"},
-                                 text=["", f"{mark_fraction:.0%} of edges"], textposition="top right",
+        fig.add_trace(go.Scatter(x=[x, x, x], y=[0, 0.5, 1], mode="lines+text", line={"dash": "dash", "color": "#999"},
+                                 text=["", f" {mark_fraction:.0%} of edges", ""], textposition="middle right",
                                  hoverinfo="skip", showlegend=False))
     fig.update_xaxes(range=[-0.05, math.log10(total) + 0.05])
     fig.update_layout(title="faithfulness vs edges kept", xaxis_title="edges kept (log scale)", xaxis_type="log",

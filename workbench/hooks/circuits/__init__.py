@@ -14,6 +14,7 @@ from workbench.hooks.circuits.graph import (
     smallest_circuit,
 )
 from workbench.hooks.circuits.patching import (
+    PROMPT_METRICS,
     SWEEPS,
     Metric,
     ablated,
@@ -32,7 +33,8 @@ from workbench.hooks.circuits.patching import (
 )
 
 __all__ = [
-    "FRACTIONS", "SWEEPS", "CircuitGraph", "CircuitRun", "Metric", "ablated", "acdc", "activation_patching",
+    "FRACTIONS", "PROMPT_METRICS", "SWEEPS", "CircuitGraph", "CircuitRun", "Metric", "ablated", "acdc",
+    "activation_patching",
     "area_scores", "check_metric", "check_pair", "composition_scores", "direct_logit_attribution",
     "edge_attribution", "faithfulness_at", "faithfulness_curve", "kl_to", "logit_diff", "logit_lens",
     "next_token_loss", "next_token_margin", "normalised", "path_patching", "ports", "reference_activations",

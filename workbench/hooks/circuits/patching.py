@@ -54,10 +54,12 @@ def target_probability(target, pos: int = -1) -> Metric:
     return lambda logits: _at(logits.softmax(-1), pos, target).mean()
 
 
-def next_token_loss(tokens: Int[Tensor, "batch pos"]) -> Metric:
-    """Cross-entropy of each next token (lower is better)."""
+def next_token_loss(tokens: Int[Tensor, "batch pos"], positions: Tensor | None = None) -> Metric:
+    """Cross-entropy of the next token at `positions` (default: every position but the last); lower is better."""
     def loss(logits):
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten().to(logits.device))
+        pos = torch.arange(logits.shape[1] - 1) if positions is None else torch.as_tensor(positions)
+        pos = pos.to(logits.device)
+        return F.cross_entropy(logits[:, pos].flatten(0, 1), tokens.to(logits.device)[:, pos + 1].flatten())
     return loss
 
 
@@ -74,6 +76,10 @@ def next_token_margin(tokens: Int[Tensor, "batch pos"], positions: Tensor | None
     return margin
 
 
+# Metrics of a prompt's own next tokens, by name (what the dashboard offers): built from (tokens, positions).
+PROMPT_METRICS: dict[str, Callable[..., Metric]] = {}
+
+
 def kl_to(reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1) -> Metric:
     """KL(reference ‖ patched) of the next-token distribution at `pos` (0 when the run matches the reference)."""
     reference = reference_logits[:, pos].log_softmax(-1)
@@ -82,6 +88,9 @@ def kl_to(reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1) -
         return F.kl_div(logits[:, pos].log_softmax(-1), reference.to(logits.device), log_target=True,
                         reduction="batchmean")
     return kl
+
+
+PROMPT_METRICS.update({"next-token margin": next_token_margin, "next-token loss": next_token_loss})
 
 
 def normalised(metric: Metric, clean_value: float, corrupted_value: float) -> Metric:

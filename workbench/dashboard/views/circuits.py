@@ -1,0 +1,153 @@
+"""Circuits: pick a model and a metric; patch activations and see where the behaviour lives; discover its
+circuit with EAP, EAP-IG or ACDC and read the graph, its faithfulness curve and MIB's CPR/CMD; attribute a
+typed prompt's next-token logit to heads directly."""
+
+import streamlit as st
+import torch
+
+from workbench import experiments
+from workbench.config import ConfigError
+from workbench.experiments.runner import load, saved_models
+from workbench.hooks.circuits import (
+    PROMPT_METRICS,
+    CircuitRun,
+    acdc,
+    activation_patching,
+    area_scores,
+    direct_logit_attribution,
+    edge_attribution,
+    faithfulness_curve,
+)
+from workbench.tasks import parse_token_ids
+from workbench.viz.circuits import (
+    circuit_graph_figure,
+    faithfulness_figure,
+    logit_attribution_bars,
+    patching_heatmap,
+)
+
+st.title("Circuits")
+
+SWEEP_LABELS = {"resid_pre": "residual stream (layer × position)", "attn_out": "attention output (layer × position)",
+                "mlp_out": "MLP output (layer × position)", "attn_head_out": "each head's output (layer × head)",
+                "attn_head_pattern": "each head's pattern (layer × head)"}
+
+
+@st.cache_resource(show_spinner="loading model…")
+def cached_load(path: str, variant: str | None):
+    return load(path, variant=variant)
+
+
+def prompts(path: str, variant: str | None, pairs: int):
+    exp, cfg, _ = cached_load(path, variant)
+    return exp.circuit_prompts(cfg, pairs)
+
+
+@st.cache_data(show_spinner="patching…")
+def cached_patching(path: str, variant: str | None, pairs: int, metric_name: str, what: str):
+    _, _, model = cached_load(path, variant)
+    clean, corrupted, positions = prompts(path, variant, pairs)
+    metric = PROMPT_METRICS[metric_name](clean, positions)
+    run = CircuitRun.prepare(model, clean, corrupted, metric)
+    run.check_gap("patching")
+    grid = activation_patching(model, clean, corrupted, metric, what)
+    return (grid - run.corrupted_metric) / run.gap, clean[0].tolist()
+
+
+@st.cache_data(show_spinner="discovering the circuit…")
+def cached_discovery(path: str, variant: str | None, pairs: int, metric_name: str, method: str, steps: int,
+                     threshold: float):
+    _, _, model = cached_load(path, variant)
+    clean, corrupted, positions = prompts(path, variant, pairs)
+    metric = PROMPT_METRICS[metric_name](clean, positions)
+    if method == "ACDC":
+        graph = acdc(model, clean, corrupted, metric, threshold, progress=False)
+    else:
+        graph = edge_attribution(model, clean, corrupted, metric, ig_steps=steps if method == "EAP-IG" else 1)
+    return graph, faithfulness_curve(model, clean, corrupted, metric, graph)
+
+
+candidates = [n for n in experiments.names()  # experiments that define clean/corrupted prompts
+              if type(experiments.get(n)).circuit_prompts is not experiments.Experiment.circuit_prompts]
+models = saved_models(experiments=candidates)
+if not models:
+    st.info("No saved model with circuit prompts: ship one with `workbench run induction --quick --ship`.")
+    st.stop()
+labels = sorted(models, key=lambda name: (not name.startswith("shipped: induction"), name))
+left, middle, right = st.columns(3)
+label = left.selectbox("model", labels)
+metric_name = middle.selectbox("metric", list(PROMPT_METRICS))
+pairs = right.slider("clean/corrupted pairs", 2, 32, 16, 2)
+ref = models[label]
+try:
+    exp, cfg, model = cached_load(str(ref.path), ref.variant)
+except ConfigError as e:
+    st.error(f"Cannot load this model: {e}")
+    st.stop()
+key = (str(ref.path), ref.variant, pairs, metric_name)
+clean, corrupted, positions = prompts(*key[:3])
+st.caption(f"{exp.title}: {pairs} of its clean prompts against corrupted ones ({type(exp).__name__}."
+           f"circuit_prompts), the metric over {len(positions)} positions. Shares of the gap: 0 is the corrupted "
+           "run's metric, 1 the clean run's.")
+
+st.header("Activation patching")
+sweeps = [w for w in SWEEP_LABELS if w != "mlp_out" or not model.cfg.attn_only]
+what = st.selectbox("patch", sweeps, format_func=SWEEP_LABELS.get)
+if st.button("Run patching"):
+    st.session_state["patching"] = (*key, what)
+if st.session_state.get("patching") == (*key, what):
+    try:
+        grid, tokens = cached_patching(*key, what)
+    except ConfigError as e:
+        st.error(str(e))
+    else:
+        by_pos = grid.shape[1] == len(tokens)
+        names = model.names() if hasattr(model, "names") else None
+        st.plotly_chart(patching_heatmap(
+            grid, ("layer", "position" if by_pos else "head"), f"patching: {SWEEP_LABELS[what]}",
+            columns=[names[t] if names else t for t in tokens] if by_pos else None, metric="share of the gap"),
+            key="patching_heatmap")
+
+st.header("Circuit discovery")
+c1, c2, c3 = st.columns(3)
+method = c1.radio("method", ["EAP-IG", "EAP", "ACDC"], horizontal=True)
+steps = c2.number_input("EAP-IG steps", 1, 100, 10, disabled=method != "EAP-IG")
+threshold = c3.slider("ACDC threshold (share of the gap an edge may cost)", 0.0, 0.2, 0.01, 0.005,
+                      disabled=method != "ACDC")
+try:
+    graph, curve = cached_discovery(*key, method, int(steps), float(threshold))
+except ConfigError as e:
+    st.error(str(e))
+    st.stop()
+scores = area_scores(curve)
+a, b, c = st.columns(3)
+a.metric("edges in the graph", graph.n_edges)
+b.metric("CPR (area under faithfulness, ↑)", f"{scores['cpr']:.3f}")
+c.metric("CMD (area between curve and 1, ↓)", f"{scores['cmd']:.3f}")
+if method == "ACDC":
+    shown = [(w, r) for w, r, k in graph.edges()[["writer", "reader", "kept"]].values if k]
+    st.caption(f"ACDC kept {len(shown)} edges at threshold {threshold}.")
+else:
+    fraction = st.slider("edges shown (top fraction by |score|)", 0.01, 1.0, 0.1, 0.01)
+    top = graph.edges().head(max(1, int(fraction * graph.n_edges)))
+    shown = list(zip(top.writer, top.reader, strict=True))
+left, right = st.columns(2)
+left.plotly_chart(circuit_graph_figure(graph, shown), key="circuit_graph")
+right.plotly_chart(faithfulness_figure({method: curve}, {method: scores}, 0.1), key="faithfulness")
+with st.expander("edge scores"):
+    st.dataframe(graph.edges(), hide_index=True)
+
+st.header("Direct logit attribution")
+example = " ".join(map(str, clean[0, : int(positions[-1]) + 1].tolist()))  # ends where the metric reads
+text = st.text_input("prompt (token ids)", example)
+try:
+    tokens = parse_token_ids(text, model.cfg.d_vocab, model.cfg.n_ctx)
+except ValueError as e:
+    st.error(str(e))
+    st.stop()
+with torch.no_grad():
+    predicted = int(model(tokens)[0, -1].argmax())
+target = st.number_input("target token (default: the model's prediction)", 0, model.cfg.d_vocab - 1, predicted)
+st.plotly_chart(logit_attribution_bars(direct_logit_attribution(model, tokens, int(target)),
+                                       f"what each component writes into logit({target}) at the last position"),
+                key="dla")

@@ -10,7 +10,8 @@ from workbench.runs import data_root
 DATA_ROOT = data_root()
 # result.json marks a shipped run (a run with variants keeps its models under variants/<name>/)
 SHIPPED = [name for name in experiments.names() if (DATA_ROOT / name / "result.json").exists()]
-NOT_YET = {"looped"}  # shipped although a criterion fails; the README and the experiment's docstring say which
+# shipped although a criterion fails; the README and the experiment's docstring say which
+NOT_YET = {"looped", "induction-circuit"}
 
 
 def test_foundation_experiment_is_shipped():

@@ -29,6 +29,7 @@ def names(family: str | None = None) -> list[str]:
 # --- registration: one line per experiment ---
 from workbench.experiments.bursty import Bursty  # noqa: E402
 from workbench.experiments.codebook import Codebook  # noqa: E402
+from workbench.experiments.grokking import Grokking  # noqa: E402
 from workbench.experiments.icl_boolean import ICLBoolean  # noqa: E402
 from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
 from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
@@ -45,6 +46,7 @@ register(TaskDiversity())
 register(Bursty())
 register(Looped())
 register(Codebook())
+register(Grokking())
 register(InductionCircuit())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

@@ -8,6 +8,15 @@ that composition; a small circuit should recover the model's behaviour; path pat
 
 By default the model is the shipped `induction` model (data/induction), loaded rather than retrained; the
 smoke preset trains a tiny one so the pipeline runs in seconds.
+
+Not yet, on the shipped model: the ≤10%-of-edges faithfulness criterion. Measured (32 pairs, next-token margin):
+K-composition's top pair is L0H2 (previous-token score 0.93) → L1H0 (induction 0.97), ACDC keeps its key edge,
+and path patching that edge alone loses 13% of the gap, more than any other sender's. But the model spreads
+induction over two layer-0 heads feeding the keys of all four layer-1 heads, so the 8 edges of 10% of the
+81-edge graph cannot carry it: hand-picked circuits of 4–7 edges (one or two heads at each end) recover
+0.11–0.35, and at 8 edges discovery reaches 0.03 (EAP), 0.03 (EAP-IG) and 0.13 (ACDC).
+Faithfulness 0.8 takes 19 edges with EAP-IG (23%), 21 with ACDC and 50 with EAP; ACDC's own circuit (24 edges)
+has 0.98. A model with a sparser mechanism would pass; this one is reported as it is.
 """
 
 from __future__ import annotations

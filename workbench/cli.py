@@ -7,6 +7,8 @@
     workbench resume RUN_DIR [--json] [--device cpu|cuda|mps|auto]
     workbench runs [--out DIR]
     workbench eval RUN_DIR|data/EXP [--json] [--device …]
+    workbench circuit RUN_DIR|data/EXP [--method eap|eap-ig|acdc] [--steps N] [--threshold T] [--pairs N]
+                      [--metric margin|loss] [--path SENDER:RECEIVER …] [--json]
     workbench sweep EXP [--smoke|--quick|--full] --grid key=v1,v2 … [--out DIR] [--address ADDR] [--json]
     workbench bench [--quick] [--json] [--catalog] [--out PATH]
     workbench notebooks [--execute] [--export html] [--quick]
@@ -26,6 +28,8 @@ from workbench.config import ConfigError, parse_overrides
 from workbench.experiments.base import MODES
 from workbench.runs import home, runs_root
 from workbench.train import CheckpointError, TrainingDiverged
+
+CIRCUIT_METRICS = {"margin": "next-token margin", "loss": "next-token loss"}  # `workbench circuit --metric`
 
 # Dashboard server settings, passed as flags so an installed wheel serves the same way as a checkout.
 STREAMLIT_SETTINGS = {"server.headless": "true", "server.enableXsrfProtection": "true",
@@ -87,6 +91,19 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.add_argument("--device", choices=["cpu", "cuda", "mps", "auto"])
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("circuit", help="discover a saved model's circuit on its experiment's clean/corrupted "
+                                       "prompts: top edges, faithfulness curve, CPR/CMD, path patching")
+    c.add_argument("path")
+    c.add_argument("--method", choices=["eap", "eap-ig", "acdc"], default="eap-ig")
+    c.add_argument("--steps", type=int, default=10, help="EAP-IG's integration steps")
+    c.add_argument("--threshold", type=float, default=0.01, help="ACDC: share of the gap an edge may cost, [0, 1]")
+    c.add_argument("--pairs", type=int, default=16, help="clean/corrupted prompt pairs")
+    c.add_argument("--metric", choices=list(CIRCUIT_METRICS), default="margin")
+    c.add_argument("--path", dest="paths", action="append", default=[], metavar="SENDER:RECEIVER",
+                   help="path-patch one direct path, e.g. L0H2:L1H0.k (repeatable)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_circuit)
 
     n = sub.add_parser("notebooks", help="execute the notebooks (and export them)")
     n.add_argument("--execute", action="store_true")
@@ -193,6 +210,54 @@ def cmd_eval(args) -> int:
     result = evaluate_saved(args.path, device=args.device)
     print_result(result, args.json)
     return 0 if result["passed"] else 1
+
+
+def cmd_circuit(args) -> int:
+    from workbench.experiments.runner import load
+    from workbench.hooks.circuits import (
+        PROMPT_METRICS,
+        CircuitRun,
+        area_scores,
+        discover,
+        faithfulness_curve,
+        path_patching,
+    )
+
+    if args.pairs < 1:
+        raise ConfigError(f"--pairs={args.pairs}: needs at least one clean/corrupted pair")
+    exp, cfg, model = load(args.path)
+    prompts = exp.circuit_prompts(cfg, args.pairs)
+    if prompts is None:
+        raise ConfigError(f"{args.path}: experiment {exp.name!r} defines no clean/corrupted prompts "
+                          "(Experiment.circuit_prompts)")
+    senders_receivers = [spec.split(":") for spec in args.paths]
+    if any(len(pair) != 2 for pair in senders_receivers):
+        raise ConfigError(f"--path {args.paths}: write each as SENDER:RECEIVER, e.g. L0H2:L1H0.k")
+    clean, corrupted, positions = prompts
+    metric = PROMPT_METRICS[CIRCUIT_METRICS[args.metric]](clean, positions)
+    method = {"eap": "EAP", "eap-ig": "EAP-IG", "acdc": "ACDC"}[args.method]
+    paths = {f"{s}:{r}": float(path_patching(model, clean, corrupted, metric, [s], [r]).iloc[0, 0])
+             for s, r in senders_receivers}  # first: a misspelt node fails before the long part
+    graph = discover(model, clean, corrupted, metric, method, args.steps, args.threshold, progress=True)
+    run = CircuitRun.prepare(model, clean, corrupted, metric)
+    curve = faithfulness_curve(model, clean, corrupted, metric, graph, run=run)
+    edges = graph.edges()
+    result = {"path": args.path, "experiment": exp.name, "method": method, "metric": CIRCUIT_METRICS[args.metric],
+              "pairs": args.pairs, "clean_metric": run.clean_metric, "corrupted_metric": run.corrupted_metric,
+              "edges": graph.n_edges, "kept": None if graph.kept is None else int(graph.kept.sum()),
+              **area_scores(curve), "curve": curve.to_dict("records"), "top_edges": edges.head(20).to_dict("records"),
+              "path_patching": paths}
+    print(f"{exp.name}: {method} on {args.pairs} pairs, {result['metric']} clean {run.clean_metric:.4g}, "
+          f"corrupted {run.corrupted_metric:.4g}; {graph.n_edges} edges"
+          + (f", ACDC kept {result['kept']}" if graph.kept is not None else ""))
+    print(edges.head(10).to_string(index=False))
+    print(curve.to_string(index=False))
+    print(f"CPR {result['cpr']:.3f}  CMD {result['cmd']:.3f}")
+    for spec, lost in paths.items():
+        print(f"path patching {spec}: loses {lost:.3f} of the gap")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
 
 
 def cmd_notebooks(args) -> int:

@@ -16,6 +16,7 @@ import workbench
 from tests.conftest import REPO
 from workbench.cli import main
 from workbench.hooks.attention import attention_patterns
+from workbench.hooks.circuits import ablated, acdc, edge_attribution, logit_diff
 from workbench.hooks.icl import probe_by_layer
 from workbench.models import ModelConfig, build_model
 from workbench.runs import list_runs
@@ -195,6 +196,24 @@ CASES = [
          "variant 'rotary' unknown"),
     Case("bidirectional next-token objective", "cli",
          cli("run", "icl-markov", "--smoke", "--set", "model.mask=bidirectional"), "lets position i read its own"),
+    Case("circuit: a node that does not exist", "cli", cli("circuit", str(SHIPPED), "--path", "L0H9:L1H0.k"),
+         "sender 'L0H9' is not in the circuit graph"),
+    Case("circuit: a path without a receiver", "cli", cli("circuit", str(SHIPPED), "--path", "L0H2"),
+         "write each as SENDER:RECEIVER"),
+    Case("circuit: ACDC threshold outside [0, 1]", "cli",
+         cli("circuit", str(SHIPPED), "--method", "acdc", "--threshold", "1.5"), "threshold=1.5"),
+    Case("circuit: EAP-IG with 0 steps", "cli", cli("circuit", str(SHIPPED), "--steps", "0"), "ig_steps=0"),
+    Case("circuit: a model without circuit prompts", "cli", cli("circuit", str(REPO / "data" / "icl-linear")),
+         "defines no clean/corrupted prompts"),
+    Case("circuit: clean and corrupted of different lengths", "api",
+         lambda t, m: edge_attribution(workbench.load_model(SHIPPED), torch.zeros(2, 8, dtype=torch.long),
+                                       torch.zeros(2, 7, dtype=torch.long), logit_diff(1, 2)), "same shape"),
+    Case("circuit: a metric that returns a non-scalar", "api",
+         lambda t, m: acdc(workbench.load_model(SHIPPED), torch.zeros(2, 8, dtype=torch.long),
+                           torch.ones(2, 8, dtype=torch.long), lambda logits: logits[:, -1, 0]), "scalar"),
+    Case("circuit: ablating a hook that does not exist", "api",
+         lambda t, m: ablated(workbench.load_model(SHIPPED), ["blocks.0.attn.hook_resultt"]).__enter__(),
+         "'blocks.0.attn.hook_resultt' does not exist"),
     Case("empty prompt", "form", form(""), "prompt: empty"),
     Case("blank prompt", "form", form("  \t "), "prompt: empty"),
     Case("non-UTF-8 prompt", "form", form(b"\xc3\x28 1 2"), "not valid UTF-8"),

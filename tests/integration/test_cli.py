@@ -40,3 +40,15 @@ def test_bad_input_in_a_real_process_exits_2_with_one_line(tmp_path):
         "error: model.d_model=30 is not divisible by model.n_heads=4; pick d_model a multiple of n_heads "
         "or set model.d_head explicitly"]
     assert not list(tmp_path.iterdir())
+
+
+def test_circuit_discovers_on_the_shipped_induction_model():
+    out = workbench("circuit", "data/induction-circuit", "--method", "acdc", "--pairs", "4", "--path", "L0H2:L1H0.k",
+                    "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["method"] == "ACDC" and result["edges"] == 81 and 0 < result["kept"] < 81
+    curve = result["curve"]
+    assert curve[0]["edges"] == 0 and curve[-1]["edges"] == 81
+    assert curve[-1]["faithfulness"] == pytest.approx(1.0, abs=1e-4)  # the full graph is the clean run
+    assert 0 < result["cpr"] <= 1.05 and result["path_patching"]["L0H2:L1H0.k"] > 0

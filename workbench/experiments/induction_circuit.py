@@ -35,13 +35,13 @@ from workbench.experiments.base import Criterion
 from workbench.experiments.induction import Induction, InductionConfig
 from workbench.hooks.attention import head_scores
 from workbench.hooks.circuits import (
+    METHODS,
     CircuitRun,
-    acdc,
     activation_patching,
     area_scores,
     composition_scores,
     direct_logit_attribution,
-    edge_attribution,
+    discover,
     faithfulness_at,
     faithfulness_curve,
     next_token_margin,
@@ -59,7 +59,6 @@ from workbench.viz.circuits import (
 )
 
 PAPER = "Elhage et al. 2021; Olsson et al. 2022; MIB (Mueller et al. 2025) for faithfulness, CPR and CMD"
-METHODS = ("EAP", "EAP-IG", "ACDC")
 
 
 class InductionCircuitConfig(InductionConfig):
@@ -135,9 +134,7 @@ class InductionCircuit(Induction):
         metric = next_token_margin(clean, positions)
         run = CircuitRun.prepare(model, clean, corrupted, metric)
         run.check_gap("induction-circuit")
-        graphs = {"EAP": edge_attribution(model, clean, corrupted, metric),
-                  "EAP-IG": edge_attribution(model, clean, corrupted, metric, ig_steps=cfg.ig_steps),
-                  "ACDC": acdc(model, clean, corrupted, metric, cfg.threshold, progress=False)}
+        graphs = {m: discover(model, clean, corrupted, metric, m, cfg.ig_steps, cfg.threshold) for m in METHODS}
         curves = {m: faithfulness_curve(model, clean, corrupted, metric, g, run=run) for m, g in graphs.items()}
         return clean, corrupted, metric, run, graphs, curves
 

@@ -11,11 +11,10 @@ from workbench.experiments.runner import load, saved_models
 from workbench.hooks.circuits import (
     PROMPT_METRICS,
     CircuitRun,
-    acdc,
     activation_patching,
     area_scores,
     direct_logit_attribution,
-    edge_attribution,
+    discover,
     faithfulness_curve,
 )
 from workbench.tasks import parse_token_ids
@@ -60,10 +59,7 @@ def cached_discovery(path: str, variant: str | None, pairs: int, metric_name: st
     _, _, model = cached_load(path, variant)
     clean, corrupted, positions = prompts(path, variant, pairs)
     metric = PROMPT_METRICS[metric_name](clean, positions)
-    if method == "ACDC":
-        graph = acdc(model, clean, corrupted, metric, threshold, progress=False)
-    else:
-        graph = edge_attribution(model, clean, corrupted, metric, ig_steps=steps if method == "EAP-IG" else 1)
+    graph = discover(model, clean, corrupted, metric, method, steps, threshold)
     return graph, faithfulness_curve(model, clean, corrupted, metric, graph)
 
 

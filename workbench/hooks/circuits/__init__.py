@@ -2,7 +2,14 @@
 (`patching`); the circuit graph, running circuits and faithfulness (`graph`); and discovery — EAP, EAP-IG,
 ACDC, composition scores (`discovery`). Everything works on our models and on TL bridges."""
 
-from workbench.hooks.circuits.discovery import acdc, composition_scores, edge_attribution, path_patching
+from workbench.hooks.circuits.discovery import (
+    METHODS,
+    acdc,
+    composition_scores,
+    discover,
+    edge_attribution,
+    path_patching,
+)
 from workbench.hooks.circuits.graph import (
     FRACTIONS,
     CircuitGraph,
@@ -33,9 +40,9 @@ from workbench.hooks.circuits.patching import (
 )
 
 __all__ = [
-    "FRACTIONS", "PROMPT_METRICS", "SWEEPS", "CircuitGraph", "CircuitRun", "Metric", "ablated", "acdc",
+    "FRACTIONS", "METHODS", "PROMPT_METRICS", "SWEEPS", "CircuitGraph", "CircuitRun", "Metric", "ablated", "acdc",
     "activation_patching",
-    "area_scores", "check_metric", "check_pair", "composition_scores", "direct_logit_attribution",
+    "area_scores", "check_metric", "check_pair", "composition_scores", "direct_logit_attribution", "discover",
     "edge_attribution", "faithfulness_at", "faithfulness_curve", "kl_to", "logit_diff", "logit_lens",
     "next_token_loss", "next_token_margin", "normalised", "path_patching", "ports", "reference_activations",
     "smallest_circuit", "target_probability",

@@ -129,6 +129,19 @@ def acdc(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric, thr
                         run.corrupted_metric, kept=keep, info={"threshold": threshold})
 
 
+METHODS = ("EAP", "EAP-IG", "ACDC")
+
+
+def discover(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric, method: str = "EAP-IG",
+             ig_steps: int = 10, threshold: float = 0.01, progress: bool = False) -> CircuitGraph:
+    """One of `METHODS` by name: EAP, EAP-IG with `ig_steps`, or ACDC at `threshold`."""
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}; choose one of {', '.join(METHODS)}")
+    if method == "ACDC":
+        return acdc(model, clean, corrupted, metric, threshold, progress=progress)
+    return edge_attribution(model, clean, corrupted, metric, ig_steps=ig_steps if method == "EAP-IG" else 1)
+
+
 def _reader_columns(readers: list[str], name: str) -> list[int]:
     """A reader ("L1H3.k", "MLP0", "logits") or a head's three readers ("L1H3")."""
     columns = [i for i, r in enumerate(readers) if r == name or r.split(".")[0] == name and r[-2:] in

@@ -216,7 +216,8 @@ def direct_logit_attribution(model: nn.Module, tokens: Int[Tensor, "batch pos"],
                               incorrect_tokens=wrong_ids, pos_slice=pos)
     series = pd.Series(attrs.mean(-1).cpu().numpy(), index=labels)
     if torch.is_tensor(getattr(folded, "b_U", None)):  # the unembedding bias (ln_final's bias folded into it)
-        series["unembed bias"] = float(folded.b_U[correct] - (0 if wrong is None else folded.b_U[wrong]))
+        bias = folded.b_U[torch.as_tensor(correct)] - (0 if wrong is None else folded.b_U[torch.as_tensor(wrong)])
+        series["unembed bias"] = float(torch.as_tensor(bias).float().mean())  # one id, or one per sequence
     return series
 
 

@@ -4,17 +4,13 @@ import streamlit as st
 
 from workbench import experiments
 from workbench.config import ConfigError
-from workbench.experiments.runner import load, saved_models
+from workbench.dashboard.common import load_or_stop
+from workbench.experiments.runner import saved_models
 from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
 from workbench.tasks import parse_token_ids
 from workbench.viz import attention_heatmap, head_score_grid
 
 st.title("Attention maps")
-
-
-@st.cache_resource(show_spinner="loading model…")
-def cached_load(path: str, variant: str | None):
-    return load(path, variant=variant)
 
 
 def family(experiment: str | None) -> str:
@@ -30,11 +26,7 @@ if not models:
     st.warning("No saved models: ship one with `workbench run induction --quick --ship` or train on the Train page.")
     st.stop()
 label = st.selectbox("model", sorted(models, key=lambda label: family(models[label].experiment) != "attention"))
-try:
-    exp, cfg, model = cached_load(str(models[label].path), models[label].variant)
-except ConfigError as e:
-    st.error(f"Cannot load this model: {e}")
-    st.stop()
+exp, cfg, model = load_or_stop(models[label])
 
 real_valued = bool(getattr(model.cfg, "d_input", 0))  # inputs are vectors: no typed ids, positions as labels
 sources = ["sampled from the task"] if real_valued else ["sampled from the task", "typed token ids"]

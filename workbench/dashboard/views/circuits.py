@@ -7,7 +7,8 @@ import torch
 
 from workbench import experiments
 from workbench.config import ConfigError
-from workbench.experiments.runner import load, saved_models
+from workbench.dashboard.common import cached_load, load_or_stop
+from workbench.experiments.runner import saved_models
 from workbench.hooks.circuits import (
     PROMPT_METRICS,
     CircuitRun,
@@ -30,11 +31,6 @@ st.title("Circuits")
 SWEEP_LABELS = {"resid_pre": "residual stream (layer × position)", "attn_out": "attention output (layer × position)",
                 "mlp_out": "MLP output (layer × position)", "attn_head_out": "each head's output (layer × head)",
                 "attn_head_pattern": "each head's pattern (layer × head)"}
-
-
-@st.cache_resource(show_spinner="loading model…")
-def cached_load(path: str, variant: str | None):
-    return load(path, variant=variant)
 
 
 def prompts(path: str, variant: str | None, pairs: int):
@@ -75,11 +71,7 @@ label = left.selectbox("model", labels)
 metric_name = middle.selectbox("metric", list(PROMPT_METRICS))
 pairs = right.slider("clean/corrupted pairs", 2, 32, 16, 2)
 ref = models[label]
-try:
-    exp, cfg, model = cached_load(str(ref.path), ref.variant)
-except ConfigError as e:
-    st.error(f"Cannot load this model: {e}")
-    st.stop()
+exp, cfg, model = load_or_stop(ref)
 key = (str(ref.path), ref.variant, pairs, metric_name)
 clean, corrupted, positions = prompts(*key[:3])
 st.caption(f"{exp.title}: {pairs} of its clean prompts against corrupted ones ({type(exp).__name__}."

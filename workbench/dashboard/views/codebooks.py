@@ -8,18 +8,14 @@ import streamlit as st
 
 from workbench import experiments
 from workbench.config import ConfigError
-from workbench.experiments.runner import load, saved_models
+from workbench.dashboard.common import cached_load, load_or_stop
+from workbench.experiments.runner import saved_models
 from workbench.hooks.codebook import attached, intervene, top_contexts
 from workbench.hooks.features import search_codes
 from workbench.tasks.base import token_names
 from workbench.viz.codebook import code_precision_scatter, next_token_shift
 
 st.title("Codebooks")
-
-
-@st.cache_resource(show_spinner="loading model…")
-def cached_load(path: str, variant: str | None):
-    return load(path, variant=variant)
 
 
 @st.cache_data(show_spinner="reading codes on held-out sequences…")
@@ -35,11 +31,7 @@ if not models:
     st.stop()
 label = st.selectbox("model", sorted(models, key=lambda name: "base" in name))
 ref = models[label]
-try:
-    exp, cfg, model = cached_load(str(ref.path), ref.variant)
-except ConfigError as e:
-    st.error(f"Cannot load this model: {e}")
-    st.stop()
+exp, cfg, model = load_or_stop(ref)
 books = attached(model)
 if not books:
     st.info("This model has no codebooks (the base variant, before fine-tuning with them). Pick the codebook variant.")

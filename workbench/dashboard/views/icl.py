@@ -4,8 +4,8 @@ baselines, a fresh regression task point by point, probe R² by layer beside the
 import streamlit as st
 
 from workbench import experiments
-from workbench.config import ConfigError
-from workbench.experiments.runner import load, saved_models, snapshots
+from workbench.dashboard.common import cached_load, load_or_stop
+from workbench.experiments.runner import saved_models, snapshots
 from workbench.hooks.icl import (
     REGRESSION_BASELINES,
     fresh_prompt_predictions,
@@ -17,11 +17,6 @@ from workbench.tasks.regression import LinearRegression
 from workbench.viz.icl import error_curves, prediction_comparison, probe_r2
 
 st.title("In-context learning")
-
-
-@st.cache_resource(show_spinner="loading model…")
-def cached_load(path: str, variant: str | None, step: int | None = None):
-    return load(path, variant=variant, step=step)
 
 
 @st.cache_data(show_spinner="fitting probes on held-out prompts…")
@@ -42,11 +37,7 @@ ref = models[label]
 steps = snapshots(ref.path, ref.variant)
 step = st.select_slider("training step (snapshots)", options=steps, value=steps[-1]) if len(steps) > 1 else None
 step = None if step is None or step == steps[-1] else step
-try:
-    exp, cfg, model = cached_load(str(ref.path), ref.variant, step)
-except ConfigError as e:
-    st.error(f"Cannot load this model: {e}")
-    st.stop()
+exp, cfg, model = load_or_stop(ref, step)
 task = exp.task(cfg)
 
 if isinstance(task, LinearRegression):

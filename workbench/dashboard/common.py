@@ -1,0 +1,21 @@
+"""What several dashboard pages share: one cached model loader (a model opened on one page is warm on the
+others) that turns a load failure into one readable error on the page."""
+
+import streamlit as st
+
+from workbench.config import ConfigError
+from workbench.experiments.runner import Loaded, ModelRef, load
+
+
+@st.cache_resource(show_spinner="loading model…")
+def cached_load(path: str, variant: str | None, step: int | None = None) -> Loaded:
+    return load(path, variant=variant, step=step)
+
+
+def load_or_stop(ref: ModelRef, step: int | None = None) -> Loaded:
+    """The model `ref` points at (its snapshot at `step`), or an error on the page and the page stopped."""
+    try:
+        return cached_load(str(ref.path), ref.variant, step)
+    except ConfigError as e:
+        st.error(f"Cannot load this model: {e}")
+        st.stop()

@@ -103,7 +103,7 @@ def acdc(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric, thr
         raise ConfigError(f"threshold={threshold}: ACDC's threshold is a fraction of the clean−corrupted metric "
                           "gap, in [0, 1]")
     with _eval(model):
-        run = _prepared(model, clean, corrupted, metric, "acdc")
+        run = _prepared(model, clean, corrupted, metric, "acdc", split_qkv)
         valid = run.ports.valid
         keep, scores = valid.clone(), torch.full(valid.shape, float("nan"))
         current = run.metric(keep)
@@ -159,7 +159,7 @@ def path_patching(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Me
     the clean−corrupted metric gap lost when only the direct path sender → receiver carries the corrupted
     sender (everything else clean). A receiver is a reader ("L1H3.k") or a head ("L1H3": its q, k and v)."""
     with _eval(model):
-        run = _prepared(model, clean, corrupted, metric, "path_patching")
+        run = _prepared(model, clean, corrupted, metric, "path_patching", split_qkv)
         writers, readers, valid = run.ports.writers, run.ports.readers, run.ports.valid
         senders = senders or writers[1:]
         receivers = receivers or sorted({r.split(".")[0] if r[-2:] in (".q", ".k", ".v") else r for r in readers},

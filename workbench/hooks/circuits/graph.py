@@ -92,6 +92,11 @@ def ports(model: nn.Module, split_qkv: bool | None = None) -> Ports:
     readers.append("logits")
     r_order.append(2 * n_layers + 1)
     reader_hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", [len(readers) - 1]))
+    missing = [name for name, *_ in writer_hooks + reader_hooks if name not in model.hook_dict]
+    if missing:
+        raise ConfigError(f"circuit graph: the model has no hook point {missing[0]!r}"
+                          + ("" if split_qkv else " (without split q/k/v inputs a layer's attention is read at "
+                                                  "ln1.hook_in, as on a TL bridge)"))
     valid = torch.tensor(w_order)[:, None] < torch.tensor(r_order)[None, :]
     return Ports(writers, readers, valid, writer_hooks, reader_hooks, split_qkv)
 
@@ -203,22 +208,21 @@ class CircuitRun:
     def gap(self) -> float:
         return self.clean_metric - self.corrupted_metric
 
-    def _writer_hooks(self, outputs: Tensor, detach: bool = True) -> list:
+    def _writer_hooks(self, outputs: Tensor) -> list:
         def store(indices: list[int], kind: str, attn: nn.Module | None) -> Callable:
             def hook(act: Tensor, hook) -> None:
                 value = torch.einsum("bphd,hdm->bphm", act, attn.W_O) if kind == "z" else act[:, :, None]
-                outputs[:, :, indices] = value.detach() if detach else value
+                outputs[:, :, indices] = value.detach()
             return hook
         return [(name, store(idx, kind, attn)) for name, kind, idx, attn in self.ports.writer_hooks]
 
-    def writer_outputs(self, tokens: Tensor, extra_hooks: list | None = None
-                       ) -> tuple[Tensor, Float[Tensor, "batch pos writer d_model"]]:
+    def writer_outputs(self, tokens: Tensor) -> tuple[Tensor, Float[Tensor, "batch pos writer d_model"]]:
         batch, pos = tokens.shape
         dtype = next(self.model.parameters()).dtype
         outputs = torch.zeros(batch, pos, len(self.ports.writers), self.model.cfg.d_model, device=tokens.device,
                               dtype=dtype)
         with _switches(self.model, self.ports.split_qkv):
-            logits = self.model.run_with_hooks(tokens, fwd_hooks=self._writer_hooks(outputs) + (extra_hooks or []))
+            logits = self.model.run_with_hooks(tokens, fwd_hooks=self._writer_hooks(outputs))
         return logits, outputs
 
     @torch.no_grad()
@@ -253,8 +257,8 @@ class CircuitRun:
                               f"({self.clean_metric:.4g}); nothing to recover")
 
 
-def _prepared(model, clean, corrupted, metric, who: str) -> CircuitRun:
-    run = CircuitRun.prepare(model, clean, corrupted, metric)
+def _prepared(model, clean, corrupted, metric, who: str, split_qkv: bool | None = None) -> CircuitRun:
+    run = CircuitRun.prepare(model, clean, corrupted, metric, split_qkv)
     run.check_gap(who)
     return run
 

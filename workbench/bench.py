@@ -254,6 +254,22 @@ def bench_codebook(plan: Plan) -> dict:
             "forward_ratio": seconds["codebook forward"]["median"] / seconds["plain forward"]["median"]}
 
 
+def bench_attention_variants(plan: Plan) -> dict:
+    """A training step with each attention variant against softmax, on the smallest config; which path each
+    takes (SDPA, or the explicit one that materialises the pattern)."""
+    from workbench.models.attention import NORMALISERS
+
+    c, shape = CONFIGS[0], plan.shapes[0]
+    tokens = random_tokens(*shape)
+    models = {name: build_model(c.model_config().model_copy(update={"attention": name}), seed=0)
+              for name in NORMALISERS}
+    seconds = time_interleaved({name: train_step(m, tokens) for name, m in models.items()}, plan.warmup, plan.reps)
+    base = seconds["softmax"]["median"]
+    return {"config": c.name, "batch": shape[0], "seq": shape[1], "variants": [
+        {"attention": name, "path": "explicit" if m.blocks[0].attn.pattern_needed() else "sdpa",
+         "seconds": seconds[name], "vs_softmax": seconds[name]["median"] / base} for name, m in models.items()]}
+
+
 def bench_eap_acdc(plan: Plan) -> dict:
     """EAP, EAP-IG (10 steps) and ACDC on the same circuit graph of a 2-layer attention-only model (q, k, v
     inputs split: 81 edges), each call timed end to end (corrupted and clean runs included)."""
@@ -414,6 +430,7 @@ def measure(result: dict, plan: Plan, progress: bool, catalog: bool) -> None:
     tasks.append(("run_with_cache", lambda: result.update(cache=bench_cache(plan))))
     tasks.append(("codebook", lambda: result.update(codebook_overhead=bench_codebook(plan))))
     tasks.append(("EAP / ACDC", lambda: result.update(eap_acdc=bench_eap_acdc(plan))))
+    tasks.append(("attention variants", lambda: result.update(attention_variants=bench_attention_variants(plan))))
     if catalog:
         tasks.append(("catalog", lambda: result.update(catalog={"experiments": bench_catalog()})))
     bar = tqdm(tasks, desc="bench", disable=not progress, leave=False)
@@ -432,7 +449,8 @@ def measure(result: dict, plan: Plan, progress: bool, catalog: bool) -> None:
 
 
 # --- reporting ---
-SECTIONS = ("train_step", "cache", "mfu", "catalog", "eap_acdc", "codebook_overhead", "mamba_scan", "targets")
+SECTIONS = ("train_step", "cache", "mfu", "catalog", "eap_acdc", "attention_variants", "codebook_overhead",
+            "mamba_scan", "targets")
 
 
 def _s(stats: dict) -> str:
@@ -501,6 +519,10 @@ def _other_lines(result: dict) -> list[str]:
     lines += [f"eap_acdc ({e['config']}, {e['batch']}x{e['seq']}, {e['edges']} edges): "
               + ", ".join(f"{name} {_s(stats)} s" for name, stats in e["seconds"].items())
               + f"; ACDC kept {e['acdc_edges_kept']} edges at threshold {e['acdc_threshold']}"]
+    if "attention_variants" in result:  # absent from files written before it was measured
+        a = result["attention_variants"]
+        lines += [f"attention variants ({a['config']}, {a['batch']}x{a['seq']}, training step vs softmax): "
+                  + ", ".join(f"{v['attention']} ×{v['vs_softmax']:.2f} ({v['path']})" for v in a["variants"])]
     lines += [f"mamba_scan: not available — {result['mamba_scan']['not_available']}"]
     lines += ["", "Targets"] + [
         f"  [{'pass' if t['passed'] else 'FAIL'}] {t['name']}: {t['value']:.3f} (needs {t['op']} {t['threshold']})"

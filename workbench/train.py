@@ -131,7 +131,7 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Float[Tensor, "batch pos"]]] = {
 
 def position_losses(model: nn.Module, batch: Batch, loss: LossName = "cross_entropy") -> Float[Tensor, "batch pos"]:
     """The task's loss at every position (masked positions included; mask them yourself)."""
-    output = model(batch.inputs, attention_mask=batch.attention_mask)
+    output = model(batch.inputs, attention_mask=batch.attention_mask, positions=batch.positions)
     return LOSSES[loss](output, batch.targets)
 
 

@@ -13,8 +13,8 @@ import pytest
 from workbench import bench
 from workbench.viz import bench as figures
 
-SECTIONS = ["machine", "settings", "train_step", "cache", "mfu", "catalog", "eap_acdc", "codebook_overhead",
-            "mamba_scan", "targets", "passed"]
+SECTIONS = ["machine", "settings", "train_step", "cache", "mfu", "catalog", "eap_acdc", "attention_variants",
+            "codebook_overhead", "mamba_scan", "targets", "passed"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,8 @@ def test_every_section_is_present_and_the_file_is_written(result):
     for key in ("cpu_count", "torch_version", "platform"):
         assert on_disk["machine"][key]
     assert result["mamba_scan"] == {"not_available": bench.NOT_YET}
+    paths = {v["attention"]: v["path"] for v in result["attention_variants"]["variants"]}
+    assert paths == {"softmax": "sdpa", "gated": "sdpa", "ssmax": "explicit", "clipped": "explicit"}
     eap = result["eap_acdc"]
     assert eap["edges"] == 81 and 0 < eap["acdc_edges_kept"] <= 81
     assert set(eap["seconds"]) == {"EAP", "EAP-IG 10 steps", "ACDC"}

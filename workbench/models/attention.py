@@ -13,7 +13,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
@@ -33,8 +33,67 @@ class Softmax(nn.Module):
         return scores.softmax(dim=-1)  # masked entries arrive as -inf
 
 
-# Normalisers by `cfg.attention`: modules built from the config, so variants can carry parameters.
-NORMALISERS: dict[str, type[nn.Module]] = {"softmax": Softmax}
+class ScalableSoftmax(nn.Module):
+    """Scalable-Softmax (Nakanishi 2025): softmax(s · log n · scores) over the n keys a query sees, with a
+    learnable s per head, so a query can stay focused however long the context grows."""
+
+    sdpa_equivalent = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.s = nn.Parameter(torch.full((cfg.n_heads,), cfg.ssmax_s))
+
+    def forward(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
+        visible = torch.isfinite(scores)
+        n = visible.sum(-1, keepdim=True).clamp(min=1)  # [batch head q 1]: keys this query sees
+        scale = self.s[:, None, None] * n.to(scores.dtype).log()
+        return torch.where(visible, scores * scale, scores).softmax(dim=-1)  # -inf · 0 would be nan
+
+
+class ClippedSoftmax(nn.Module):
+    """Bondarenko et al.'s clipped softmax, clip((ζ − γ) · softmax + γ, 0, 1): with γ < 0 a head can give a
+    key exactly zero weight (and rest on a no-op) without pushing its scores to infinity."""
+
+    sdpa_equivalent = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gamma, self.zeta = cfg.clip_gamma, cfg.clip_zeta
+
+    def forward(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
+        return ((self.zeta - self.gamma) * scores.softmax(dim=-1) + self.gamma).clamp(0, 1)
+
+
+# Normalisers by `cfg.attention`: modules built from the config, so variants can carry parameters. Gated attention
+# normalises with the softmax; its gate is part of `Attention`.
+NORMALISERS: dict[str, type[nn.Module]] = {"softmax": Softmax, "ssmax": ScalableSoftmax, "clipped": ClippedSoftmax,
+                                          "gated": Softmax}
+
+
+def online_softmax(x: Float[Tensor, "... n"], chunk: int = 4096) -> tuple[Float[Tensor, "... n"], dict[str, float]]:
+    """Softmax over the last axis in one read of x plus the writing pass (Milakov & Gimelshein 2018): a running
+    max m and a running sum d of exp(x − m), rescaled whenever m grows, then exp(x − m) / d. A reference, not a
+    kernel; returns the passes over x it made (reads and writes, counted in elements / x's size)."""
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype, device=x.device)
+    d = torch.zeros_like(m)
+    read = 0
+    for start in range(0, x.shape[-1], chunk):
+        block, previous = x[..., start:start + chunk], m
+        read += block.numel()
+        m = torch.maximum(m, block.amax(-1, keepdim=True))
+        shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all -inf so far: nothing to rescale
+        d = d * torch.exp(previous - shift) + torch.exp(block - shift).sum(-1, keepdim=True)
+    y = torch.exp(x - m) / d
+    read += x.numel()
+    return y, {"reads": read / x.numel(), "writes": y.numel() / x.numel()}
+
+
+def safe_softmax(x: Float[Tensor, "... n"]) -> tuple[Float[Tensor, "... n"], dict[str, float]]:
+    """The usual numerically safe softmax, with the same pass count: a max pass, a sum pass, then the writing
+    pass (3 reads)."""
+    m = x.amax(-1, keepdim=True)
+    d = torch.exp(x - m).sum(-1, keepdim=True)
+    return torch.exp(x - m) / d, {"reads": 3.0, "writes": 1.0}
 
 
 def alibi_slopes(n_heads: int) -> Float[Tensor, " head"]:
@@ -52,11 +111,13 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().repeat(1, 2), persistent=False)
         self.register_buffer("sin", angles.sin().repeat(1, 2), persistent=False)
 
-    def forward(self, x: Float[Tensor, "batch pos head d_head"]) -> Float[Tensor, "batch pos head d_head"]:
-        n = x.shape[1]
+    def forward(self, x: Float[Tensor, "batch pos head d_head"], positions: Int[Tensor, "batch pos"] | None = None
+                ) -> Float[Tensor, "batch pos head d_head"]:
+        cos, sin = (self.cos[: x.shape[1], None], self.sin[: x.shape[1], None]) if positions is None else \
+            (self.cos[positions][:, :, None], self.sin[positions][:, :, None])
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
-        return x * self.cos[:n, None] + rotated * self.sin[:n, None]
+        return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -72,6 +133,9 @@ class Attention(nn.Module):
         if cfg.positional == "relative-bias":  # index n_ctx − 1 + (q − k): offsets −(n_ctx−1) … n_ctx−1
             self.rel_bias = nn.Parameter(torch.zeros(H, 2 * cfg.n_ctx - 1))
         self.normalise = NORMALISERS[cfg.attention](cfg)
+        if cfg.attention == "gated":  # a sigmoid gate per head from the block's (normed) input
+            self.gate = nn.Linear(cfg.d_model, H)
+            self.hook_gate = HookPoint()  # [batch pos head]
         # TL's use_split_qkv_input: the residual each head's q, k, v read, before the norm [batch pos head d_model]
         self.use_split_qkv_input = False
         self.hook_q_input, self.hook_k_input, self.hook_v_input = HookPoint(), HookPoint(), HookPoint()
@@ -89,14 +153,15 @@ class Attention(nn.Module):
         self.use_attn_result = False
         self.hook_result = HookPoint()
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"],
-                attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
+    def forward(self, x: Float[Tensor, "batch pos d_model"], attention_mask: Bool[Tensor, "batch q k"] | None = None,
+                positions: Int[Tensor, "batch pos"] | None = None) -> Float[Tensor, "batch pos d_model"]:
         batch, pos, _ = x.shape
         q, k, v = self.qkv(x).view(batch, pos, 3, self.cfg.n_heads, self.cfg.d_head).unbind(dim=2)
-        return self.attend(q, k, v, attention_mask)
+        return self.attend(q, k, v, attention_mask, self.gate_of(x), positions)
 
     def forward_split(self, resid: Float[Tensor, "batch pos d_model"], norm: nn.Module,
-                      attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
+                      attention_mask: Bool[Tensor, "batch q k"] | None = None,
+                      positions: Int[Tensor, "batch pos"] | None = None) -> Float[Tensor, "batch pos d_model"]:
         """The same attention with each head's q, k, v input a hook point of its own (`use_split_qkv_input`),
         normed per head: what TL's edge-level tools patch and differentiate."""
         H, dh = self.cfg.n_heads, self.cfg.d_head
@@ -105,15 +170,21 @@ class Attention(nn.Module):
         hooks = (self.hook_q_input, self.hook_k_input, self.hook_v_input)
         q, k, v = (torch.einsum("bphm,hdm->bphd", norm.normalise(hook(per_head)), weight[i]) + bias[i]
                    for i, hook in enumerate(hooks))
-        return self.attend(q, k, v, attention_mask)
+        # The gate reads the whole normed residual: an edge-level intervention on one head's q/k/v leaves it be.
+        gate = self.gate_of(norm.normalise(resid)) if hasattr(self, "gate") else None
+        return self.attend(q, k, v, attention_mask, gate, positions)
 
-    def attend(self, q, k, v, attention_mask) -> Float[Tensor, "batch pos d_model"]:
+    def gate_of(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos head"] | None:
+        return self.hook_gate(torch.sigmoid(self.gate(x))) if hasattr(self, "gate") else None
+
+    def attend(self, q, k, v, attention_mask, gate=None, positions=None) -> Float[Tensor, "batch pos d_model"]:
         pos = q.shape[1]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if self.rotary is not None:
-            q, k = self.hook_rot_q(self.rotary(q)), self.hook_rot_k(self.rotary(k))
+            q, k = self.hook_rot_q(self.rotary(q, positions)), self.hook_rot_k(self.rotary(k, positions))
         path = self.explicit if self.pattern_needed() else self.fast
-        z = self.hook_z(path(q, k, v, self.score_bias(pos, q.device), attention_mask))
+        z = path(q, k, v, self.score_bias(pos, q.device, positions), attention_mask)
+        z = self.hook_z(z if gate is None else z * gate[..., None])
         if self.use_attn_result:
             return self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O)).sum(-2) + self.b_O
         return self.out(z.flatten(-2))
@@ -123,14 +194,17 @@ class Attention(nn.Module):
         hooks = (self.hook_attn_scores, self.hook_pattern)
         return not self.normalise.sdpa_equivalent or any(h.fwd_hooks or h.bwd_hooks for h in hooks)
 
-    def score_bias(self, pos: int, device: torch.device) -> Float[Tensor, "head q k"] | None:
-        """Additive positional score bias (ALiBi's fixed slopes or a learned relative bias); else None."""
-        idx = torch.arange(pos, device=device)
-        offset = idx[:, None] - idx[None, :]  # [q k]: q − k
+    def score_bias(self, pos: int, device: torch.device, positions: Tensor | None = None
+                   ) -> Float[Tensor, "head q k"] | Float[Tensor, "batch head q k"] | None:
+        """Additive positional score bias (ALiBi's fixed slopes or a learned relative bias); else None.
+        Per sequence `[batch head q k]` when the batch gives its own position indices."""
+        idx = torch.arange(pos, device=device) if positions is None else positions[:, None]  # [pos] or [batch 1 pos]
+        offset = idx[..., :, None] - idx[..., None, :]  # [(batch 1) q k]: q − k
         if hasattr(self, "alibi"):
             return -self.alibi[:, None, None] * offset.abs().float()
         if hasattr(self, "rel_bias"):
-            return self.rel_bias[:, offset + self.cfg.n_ctx - 1]
+            bias = self.rel_bias[:, offset + self.cfg.n_ctx - 1]  # [head (batch 1) q k]
+            return bias if positions is None else bias[:, :, 0].transpose(0, 1)
         return None
 
     def visible(self, pos: int, attention_mask: Tensor | None, device) -> Bool[Tensor, "batch head q k"] | None:

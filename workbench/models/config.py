@@ -22,8 +22,13 @@ class ModelConfig(Config):
     norm: Literal["layer", "rms", "none"] = "layer"
     # relative-bias: a learned score bias per head and offset q − k (Markov ICL recipe; T5-style, unbucketed)
     positional: Literal["learned", "rotary", "alibi", "relative-bias", "none"] = "learned"
-    # Selects a normaliser module in models/attention.py (NORMALISERS); later issues add choices.
-    attention: Literal["softmax"] = "softmax"
+    # Selects a normaliser module in models/attention.py (NORMALISERS). ssmax: Scalable-Softmax (scores × s·log n,
+    # learnable s per head); clipped: clip((ζ−γ)·softmax + γ, 0, 1); gated: softmax, each head's output × a sigmoid
+    # gate computed from the block input (hookable as attn.hook_gate).
+    attention: Literal["softmax", "ssmax", "clipped", "gated"] = "softmax"
+    ssmax_s: float = Field(0.43, gt=0, description="Scalable-Softmax: the initial s of every head")
+    clip_gamma: float = Field(-0.03, description="clipped softmax: γ, how far below 0 the softmax is stretched")
+    clip_zeta: float = Field(1.0, description="clipped softmax: ζ, how far above 1 (must exceed γ)")
     # The config's default; a batch may carry its own visibility (`Batch.attention_mask`), ANDed with this.
     mask: Literal["causal", "bidirectional"] = "causal"
     block: BlockName | list[BlockName] = Field(
@@ -62,6 +67,9 @@ class ModelConfig(Config):
                 )
             object.__setattr__(self, "d_head", self.d_model // self.n_heads)
             self._derived_d_head = True
+        if self.clip_zeta <= self.clip_gamma:
+            raise ValueError(f"model.clip_zeta={self.clip_zeta} must exceed model.clip_gamma={self.clip_gamma}: "
+                             "clipping stretches the softmax to [γ, ζ] before clipping it to [0, 1]")
         if self.positional == "rotary" and self.d_head % 2:
             raise ValueError(f"model.d_head={self.d_head} must be even for rotary positions")
         for name, value in (("d_mlp", self.d_mlp), ("block", self.block)):

@@ -125,12 +125,13 @@ class Block(nn.Module):
             self.hook_resid_mid = HookPoint()  # [batch pos d_model]
 
     def forward(self, resid: Float[Tensor, "batch pos d_model"],
-                attention_mask: Bool[Tensor, "batch q k"] | None = None) -> Float[Tensor, "batch pos d_model"]:
+                attention_mask: Bool[Tensor, "batch q k"] | None = None,
+                positions: Int[Tensor, "batch pos"] | None = None) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_resid_pre(resid)
         if self.attn.use_split_qkv_input:
-            attn_out = self.attn.forward_split(resid, self.ln1, attention_mask)
+            attn_out = self.attn.forward_split(resid, self.ln1, attention_mask, positions)
         else:
-            attn_out = self.attn(self.ln1(resid), attention_mask)
+            attn_out = self.attn(self.ln1(resid), attention_mask, positions)
         resid = resid + self.hook_attn_out(attn_out)
         if self.mlp is not None:
             resid = self.hook_resid_mid(resid)
@@ -160,7 +161,8 @@ class MLPBlock(nn.Module):
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
 
     def forward(self, resid: Float[Tensor, "batch pos d_model"],
-                attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_model"]:
+                attention_mask: Tensor | None = None, positions: Tensor | None = None
+                ) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_resid_pre(resid)
         mlp_in = self.hook_mlp_in(resid) if self.use_hook_mlp_in else resid
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in))))
@@ -207,11 +209,12 @@ class Looped(nn.Module):
             object.__setattr__(self.block.get_submodule(".".join(parents)), leaf, self.loop[t].get_submodule(path))
 
     def forward(self, resid: Float[Tensor, "batch pos d_model"],
-                attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_model"]:
+                attention_mask: Tensor | None = None, positions: Tensor | None = None
+                ) -> Float[Tensor, "batch pos d_model"]:
         x0 = resid
         for t in range(len(self.loop)):
             self.bind(t)
-            resid = self.block(resid + x0 if self.input_injection and t else resid, attention_mask)
+            resid = self.block(resid + x0 if self.input_injection and t else resid, attention_mask, positions)
         return resid
 
 
@@ -273,16 +276,18 @@ class Transformer(HookedRootModule):
     def forward(
         self, input: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_input"],
         attention_mask: Bool[Tensor, "batch q k"] | None = None,
+        positions: Int[Tensor, "batch pos"] | None = None,
     ) -> Float[Tensor, "batch pos d_out"]:
         """Token ids (d_input = 0) or real-valued inputs → logits [.. d_vocab] or read-out [.. d_output].
-        `attention_mask[b, q, k]` says which keys query q may see, on top of the config's causal mask."""
-        self.check_input(input, attention_mask)
+        `attention_mask[b, q, k]` says which keys query q may see, on top of the config's causal mask;
+        `positions[b, p]` gives each token's position index (default 0, 1, …; set-based prompts share them)."""
+        self.check_input(input, attention_mask, positions)
         resid = self.hook_embed(self.embed(input))
         if self.cfg.positional == "learned":
-            positions = torch.arange(input.shape[1], device=input.device)
-            resid = resid + self.hook_pos_embed(self.pos_embed(positions).expand_as(resid))  # TL's shape
+            index = torch.arange(input.shape[1], device=input.device) if positions is None else positions
+            resid = resid + self.hook_pos_embed(self.pos_embed(index).expand_as(resid))  # TL's shape
         for block in self.blocks:
-            resid = block(resid, attention_mask)
+            resid = block(resid, attention_mask, positions)
         return self.read_out(resid)
 
     def read_out(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_out"]:
@@ -304,7 +309,8 @@ class Transformer(HookedRootModule):
         other.load_state_dict(state)
         return other.train(self.training)
 
-    def check_input(self, input: Tensor, attention_mask: Tensor | None = None) -> None:
+    def check_input(self, input: Tensor, attention_mask: Tensor | None = None, positions: Tensor | None = None
+                    ) -> None:
         cfg = self.cfg
         if cfg.d_input:
             if input.dim() != 3 or input.shape[-1] != cfg.d_input or not input.is_floating_point():
@@ -318,6 +324,11 @@ class Transformer(HookedRootModule):
         if attention_mask is not None and (attention_mask.dtype != torch.bool or tuple(attention_mask.shape) != want):
             raise ConfigError(f"attention_mask: expected a bool tensor {list(want)} [batch q k], "
                               f"got {tuple(attention_mask.shape)} {attention_mask.dtype}")
+        if positions is not None and (positions.is_floating_point() or tuple(positions.shape) != want[:2]
+                                      or (positions.numel() and not 0 <= int(positions.min()) <= int(positions.max())
+                                          < cfg.n_ctx)):
+            raise ConfigError(f"positions: expected integer indices in [0, {cfg.n_ctx - 1}] shaped {list(want[:2])} "
+                              f"[batch pos], got {tuple(positions.shape)} {positions.dtype}")
 
     def check_tokens(self, tokens: Tensor) -> None:
         if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32, torch.int64):

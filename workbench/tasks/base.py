@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Literal, Protocol
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -26,6 +27,7 @@ class Batch:
     loss_mask: Bool[Tensor, "batch pos"]  # which positions count in the loss
     meta: dict[str, Tensor] = field(default_factory=dict)  # ground truth: segment lengths, states, …
     attention_mask: Bool[Tensor, "batch q k"] | None = None  # extra visibility, ANDed with the model's mask
+    positions: Int[Tensor, "batch pos"] | None = None  # position indices, when not 0, 1, … (set-based prompts)
 
     @property
     def tokens(self) -> Int[Tensor, "batch pos"]:
@@ -83,6 +85,35 @@ def next_token_batch(tokens: Int[Tensor, "batch pos"], loss_mask: Tensor, **meta
 def segment_mask(segments: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch q k"]:
     """Per-example segment ids → visibility: a query sees only keys of its own segment (packed documents)."""
     return segments[:, :, None] == segments[:, None, :]
+
+
+def set_prompt(segments: Int[Tensor, "batch pos"]) -> tuple[Bool[Tensor, "batch q k"], Int[Tensor, "batch pos"]]:
+    """Set-based prompting (McIlroy et al. 2024): segment 0 is shared text, segments 1, 2, … are the members of
+    one set, each contiguous, between a shared prefix and suffix. Members see the prefix and themselves, not
+    each other, and each restarts at the position after the prefix; the suffix sees everything and continues
+    after the longest member. So the model's output after the set does not depend on the members' order.
+    Returns the visibility `[batch q k]` (ANDed with the causal mask) and the position indices."""
+    seg = segments.long()
+    member = seg > 0
+    started = member.cumsum(1) > 0  # at or after the first member token
+    after = started & ~member  # the shared suffix
+    if bool((after.long().cumsum(1) > 0)[member].any()):
+        raise ConfigError("set_prompt: shared tokens between the set's members; members must be contiguous and "
+                          "the shared text only before and after the set")
+    change = torch.cat([torch.ones_like(seg[:, :1], dtype=torch.bool), seg[:, 1:] != seg[:, :-1]], 1)
+    runs = torch.zeros(int(seg.max()) + 1 if seg.numel() else 1, dtype=torch.long).expand(seg.shape[0], -1).clone()
+    runs.scatter_add_(1, seg, (change & member).long())
+    if bool((runs[:, 1:] > 1).any()):
+        raise ConfigError("set_prompt: a member's tokens are split by another member's; each member must be one "
+                          "contiguous run of its segment id")
+    visible = (seg[:, None, :] == 0) | (seg[:, :, None] == seg[:, None, :]) | (seg[:, :, None] == 0)
+    one_hot = F.one_hot(seg, runs.shape[1])  # [batch pos segment]
+    index_in_segment = ((one_hot.cumsum(1) - 1) * one_hot).sum(-1)
+    prefix = (~started).sum(1, keepdim=True)
+    longest = one_hot[:, :, 1:].sum(1).amax(1, keepdim=True) if runs.shape[1] > 1 else torch.zeros_like(prefix)
+    positions = torch.where(member, prefix + index_in_segment, index_in_segment - prefix * after + (prefix + longest)
+                            * after)
+    return visible, positions
 
 
 def parse_token_ids(text: str | bytes, d_vocab: int, n_ctx: int) -> Int[Tensor, "1 pos"]:

@@ -1,0 +1,150 @@
+"""Attention variants (Scalable-Softmax, clipped, gated) against a naive per-head loop; the online softmax."""
+
+import math
+
+import pytest
+import torch
+
+from workbench.config import ConfigError
+from workbench.hooks.attention import attention_patterns
+from workbench.hooks.circuits import activation_patching, logit_diff
+from workbench.models import ModelConfig, Transformer
+from workbench.models.attention import ScalableSoftmax, online_softmax, safe_softmax
+
+VARIANTS = ["softmax", "ssmax", "clipped", "gated"]
+
+
+def make(attention: str, **overrides) -> Transformer:
+    torch.manual_seed(0)
+    fields = {"n_layers": 2, "d_model": 24, "n_heads": 3, "d_mlp": 0, "d_vocab": 13, "n_ctx": 16,
+              "positional": "none", "attention": attention, "init_std": 0.3}
+    cfg = ModelConfig(**(fields | overrides))
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:  # biases and s away from their init, so a missed one shows
+                p.add_(0.2 * torch.randn_like(p).abs())
+    return model
+
+
+def naive_attention(attn, x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """One sequence, one head at a time, written from the papers' formulas."""
+    pos = x.shape[0]
+    causal = torch.ones(pos, pos, dtype=torch.bool).tril()
+    out = attn.b_O.clone().expand(pos, -1).clone()
+    for h in range(cfg.n_heads):
+        q, k, v = (x @ attn.W_Q[h] + attn.b_Q[h], x @ attn.W_K[h] + attn.b_K[h], x @ attn.W_V[h] + attn.b_V[h])
+        scores = q @ k.T / math.sqrt(cfg.d_head)
+        if cfg.attention == "ssmax":  # × s · log(number of keys seen)
+            scores = scores * attn.normalise.s[h] * torch.arange(1, pos + 1).float().log()[:, None]
+        pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+        if cfg.attention == "clipped":
+            pattern = ((cfg.clip_zeta - cfg.clip_gamma) * pattern + cfg.clip_gamma).clamp(0, 1)
+        z = pattern @ v
+        if cfg.attention == "gated":
+            z = z * torch.sigmoid(x @ attn.gate.weight[h] + attn.gate.bias[h])[:, None]
+        out = out + z @ attn.W_O[h]
+    return out
+
+
+@pytest.mark.parametrize("attention", VARIANTS)
+def test_each_variant_equals_a_naive_per_head_loop(attention):
+    model = make(attention)
+    attn, cfg = model.blocks[0].attn, model.cfg
+    x = torch.randn(2, 9, cfg.d_model, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = attn(x)
+        for b in range(2):
+            assert torch.allclose(ours[b], naive_attention(attn, x[b], cfg), atol=1e-5), attention
+
+
+@pytest.mark.parametrize("attention", VARIANTS)
+def test_hooks_and_tl_patching_run_on_each_variant(attention):
+    model = make(attention)
+    g = torch.Generator().manual_seed(2)
+    clean, corrupted = torch.randint(0, 13, (2, 7), generator=g), torch.randint(0, 13, (2, 7), generator=g)
+    patterns = attention_patterns(model, clean, [0, 1])
+    assert patterns[1].shape == (2, 3, 7, 7) and bool((patterns[1] >= 0).all())
+    grid = activation_patching(model, clean, corrupted, logit_diff(1, 2), "attn_head_out")
+    assert grid.shape == (2, 3) and torch.isfinite(grid).all()
+    _, cache = model.run_with_cache(clean)
+    assert ("blocks.0.attn.hook_gate" in cache.cache_dict) == (attention == "gated")
+
+
+def test_the_default_and_gated_keep_the_sdpa_fast_path():
+    paths = {a: make(a).blocks[0].attn.pattern_needed() for a in VARIANTS}
+    assert paths == {"softmax": False, "gated": False, "ssmax": True, "clipped": True}
+
+
+def test_ssmax_keeps_attention_focused_as_the_context_grows():
+    """DESIGN §3: one key at logit 3, the rest at −2, s = 0.43."""
+    ssmax = ScalableSoftmax(ModelConfig(n_heads=1, ssmax_s=0.43))
+    expected = {10: (0.943, 0.940), 100: (0.600, 0.995), 1000: (0.129, 0.9996), 10000: (0.015, 1.000)}
+    for n, (softmax_max, ssmax_max) in expected.items():
+        scores = torch.full((1, 1, 1, n), -2.0)
+        scores[..., 0] = 3.0
+        assert float(scores.softmax(-1)[..., 0]) == pytest.approx(softmax_max, abs=6e-4)
+        assert float(ssmax(scores).detach()[..., 0]) == pytest.approx(ssmax_max, abs=6e-4)
+
+
+def test_the_online_softmax_equals_softmax_in_fewer_passes():
+    x = 30 * torch.randn(3, 100_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    online, passes = online_softmax(x)
+    assert torch.allclose(online, torch.softmax(x, -1), atol=1e-6, rtol=0)
+    assert passes == {"reads": 2.0, "writes": 1.0}
+    assert safe_softmax(x)[1]["reads"] == 3.0
+    masked = x.clone()
+    masked[:, :50_000] = float("-inf")  # whole leading chunks masked: the running max starts at -inf
+    assert torch.allclose(online_softmax(masked)[0], torch.softmax(masked, -1), atol=1e-6, rtol=0)
+
+
+def test_clipping_needs_zeta_above_gamma():
+    with pytest.raises(ConfigError, match="clip_zeta=-0.1 must exceed model.clip_gamma=-0.03"):
+        ModelConfig.parse({"attention": "clipped", "clip_zeta": -0.1}, where="model")
+
+
+def test_the_set_mask_and_positions_by_hand():
+    from workbench.tasks.base import set_prompt
+
+    segments = torch.tensor([[0, 0, 1, 1, 2, 2, 2, 0]])  # prefix (2), member 1 (2), member 2 (3), suffix (1)
+    visible, positions = set_prompt(segments)
+    P, M1, M2, S = [0, 1], [2, 3], [4, 5, 6], [7]
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    for q in range(8):
+        for k in range(8):
+            same_member = any(q in m and k in m for m in (M1, M2))
+            expected[q, k] = k in P or same_member or q in P or q in S or (k in S and q in S)
+    causal = torch.ones(8, 8, dtype=torch.bool).tril()  # the mask is ANDed with the model's causal one
+    assert torch.equal(visible[0] & causal, expected & causal)
+    assert positions[0].tolist() == [0, 1, 2, 3, 2, 3, 4, 5]  # members restart after the prefix; suffix after the longest
+
+
+@pytest.mark.parametrize("positional", ["learned", "rotary", "alibi", "relative-bias"])
+def test_set_prompting_makes_the_output_independent_of_the_members_order(positional):
+    from workbench.tasks.base import set_prompt
+
+    model = make("softmax", positional=positional)
+    prefix, members, suffix = [5, 6], [[1, 2], [3, 4, 7], [8]], [9, 10]
+    outputs, plain = [], []
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        tokens = torch.tensor([prefix + sum((members[i] for i in order), []) + suffix])
+        segments = torch.tensor([[0] * 2 + sum(([n + 1] * len(members[i]) for n, i in enumerate(order)), [])
+                                 + [0] * 2])
+        visible, positions = set_prompt(segments)
+        with torch.no_grad():
+            outputs.append(model(tokens, attention_mask=visible, positions=positions)[0, -2:])
+            plain.append(model(tokens)[0, -2:])
+    for other in outputs[1:]:
+        assert torch.allclose(outputs[0], other, atol=1e-5)
+    assert max(float((other - plain[0]).abs().max()) for other in plain[1:]) > 1e-3  # without it, order matters
+
+
+def test_set_prompts_refuse_overlapping_members():
+    from workbench.tasks.base import set_prompt
+
+    with pytest.raises(ConfigError, match="split by another member"):
+        set_prompt(torch.tensor([[0, 1, 2, 1, 0]]))
+    with pytest.raises(ConfigError, match="shared tokens between the set's members"):
+        set_prompt(torch.tensor([[0, 1, 0, 2, 0]]))
+    with pytest.raises(ConfigError, match="positions: expected integer indices in"):
+        make("softmax")(torch.zeros(1, 3, dtype=torch.long), positions=torch.tensor([[0, 1, 16]]))

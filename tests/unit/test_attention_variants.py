@@ -116,7 +116,8 @@ def test_the_set_mask_and_positions_by_hand():
             expected[q, k] = k in P or same_member or q in P or q in S or (k in S and q in S)
     causal = torch.ones(8, 8, dtype=torch.bool).tril()  # the mask is ANDed with the model's causal one
     assert torch.equal(visible[0] & causal, expected & causal)
-    assert positions[0].tolist() == [0, 1, 2, 3, 2, 3, 4, 5]  # members restart after the prefix; suffix after the longest
+    assert positions[0].tolist() == [0, 1, 2, 3, 2, 3, 4, 5]  # members restart after the prefix; the suffix
+    # continues after the longest member
 
 
 @pytest.mark.parametrize("positional", ["learned", "rotary", "alibi", "relative-bias"])

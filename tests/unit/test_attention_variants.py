@@ -149,3 +149,17 @@ def test_set_prompts_refuse_overlapping_members():
         set_prompt(torch.tensor([[0, 1, 0, 2, 0]]))
     with pytest.raises(ConfigError, match="positions: expected integer indices in"):
         make("softmax")(torch.zeros(1, 3, dtype=torch.long), positions=torch.tensor([[0, 1, 16]]))
+
+
+def test_order_sensitivity_with_and_without_the_set_mask():
+    from workbench.hooks.order import order_sensitivity
+
+    model = make("softmax", positional="rotary").double()
+    g = torch.Generator().manual_seed(3)
+    prefix, suffix = torch.zeros(2, 1, dtype=torch.long), torch.randint(1, 13, (2, 2), generator=g)
+    members = [torch.randint(1, 13, (2, 3), generator=g) for _ in range(3)]
+    with_set = order_sensitivity(model, prefix, members, suffix, set_mask=True)
+    plain = order_sensitivity(model, prefix, members, suffix, set_mask=False)
+    assert list(with_set.order) == ["0 1 2", "0 2 1", "1 0 2", "1 2 0", "2 0 1", "2 1 0"]
+    assert with_set.max_logit_change.max() < 1e-10 and plain.max_logit_change.iloc[1:].min() > 1e-4
+    assert plain.max_logit_change.iloc[0] == 0 and (plain.mean_kl.iloc[1:] > 0).all()

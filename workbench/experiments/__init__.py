@@ -36,6 +36,7 @@ from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
 from workbench.experiments.induction_circuit import InductionCircuit  # noqa: E402
 from workbench.experiments.looped import Looped  # noqa: E402
+from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
 
 register(Induction())
@@ -48,5 +49,6 @@ register(Looped())
 register(Codebook())
 register(Grokking())
 register(InductionCircuit())
+register(SetPrompting())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

@@ -37,6 +37,7 @@ from workbench.experiments.induction import Induction  # noqa: E402
 from workbench.experiments.induction_circuit import InductionCircuit  # noqa: E402
 from workbench.experiments.looped import Looped  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
+from workbench.experiments.ssmax import SSMax  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
 
 register(Induction())
@@ -50,5 +51,6 @@ register(Codebook())
 register(Grokking())
 register(InductionCircuit())
 register(SetPrompting())
+register(SSMax())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

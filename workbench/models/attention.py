@@ -47,7 +47,8 @@ class ScalableSoftmax(nn.Module):
         visible = torch.isfinite(scores)
         n = visible.sum(-1, keepdim=True).clamp(min=1)  # [batch head q 1]: keys this query sees
         scale = self.s[:, None, None] * n.to(scores.dtype).log()
-        return torch.where(visible, scores * scale, scores).softmax(dim=-1)  # -inf · 0 would be nan
+        # Scale only the visible scores: -inf · 0 is nan, and even where() would send a nan gradient to s.
+        return torch.where(visible, scores.masked_fill(~visible, 0) * scale, scores).softmax(dim=-1)
 
 
 class ClippedSoftmax(nn.Module):

@@ -42,3 +42,14 @@ def stop_at(step):
         if progress.step == step:
             raise Interrupt
     return callback
+
+
+@pytest.fixture
+def native_bridge():
+    """TL's TransformerBridge built offline (boot_native): 2 layers, d_model 32, 4 heads, MLP 64, vocabulary 50."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = TransformerBridgeConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16,
+                                  act_fn="gelu", seed=0)
+    return TransformerBridge.boot_native(cfg).eval()

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformer_lens import TransformerBridge, TransformerBridgeConfig, patching
+from transformer_lens import patching
 
 from workbench.hooks.attention import attention_patterns, head_scores
 from workbench.models import ModelConfig, build_model
@@ -26,14 +26,8 @@ def test_tl_activation_patching_runs_on_our_model():
     assert result[0, 0].item() == pytest.approx(corrupt_value, abs=1e-5)
 
 
-@pytest.fixture(scope="module")
-def bridge():
-    cfg = TransformerBridgeConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16,
-                                  act_fn="gelu", seed=0)
-    return TransformerBridge.boot_native(cfg)
-
-
-def test_attention_hooks_on_a_transformer_bridge(bridge):
+def test_attention_hooks_on_a_transformer_bridge(native_bridge):
+    bridge = native_bridge
     tokens = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(1))
     patterns = attention_patterns(bridge, tokens, [1])
     assert list(patterns) == [1] and patterns[1].shape == (3, 4, 12, 12)

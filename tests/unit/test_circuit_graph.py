@@ -188,14 +188,9 @@ def test_bad_requests(hand_built):  # noqa: F811
         faithfulness_curve(hand_built, clean, corrupted, logit_diff(A, B), graph, fractions=(0.0, 2.0))
 
 
-def test_discovery_runs_on_a_transformer_bridge():
+def test_discovery_runs_on_a_transformer_bridge(native_bridge):
     """A native bridge's attention cannot split q, k, v inputs: each layer's heads share one reader."""
-    from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge import TransformerBridge
-
-    cfg = TransformerBridgeConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16,
-                                  act_fn="gelu", seed=0)
-    bridge = TransformerBridge.boot_native(cfg).eval()
+    bridge = native_bridge
     g = torch.Generator().manual_seed(0)
     clean, corrupted = torch.randint(0, 50, (2, 6), generator=g), torch.randint(0, 50, (2, 6), generator=g)
     metric = logit_diff(3, 4)

@@ -108,13 +108,8 @@ def test_bad_requests_name_the_problem(model):
         normalised(logit_diff(A, B), 1.0, 1.0)
 
 
-def test_patching_and_ablation_run_on_a_transformer_bridge():
-    from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge import TransformerBridge
-
-    cfg = TransformerBridgeConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16,
-                                  act_fn="gelu", seed=0)
-    bridge = TransformerBridge.boot_native(cfg).eval()
+def test_patching_and_ablation_run_on_a_transformer_bridge(native_bridge):
+    bridge = native_bridge
     g = torch.Generator().manual_seed(0)
     clean, corrupted = torch.randint(0, 50, (2, 6), generator=g), torch.randint(0, 50, (2, 6), generator=g)
     metric = logit_diff(3, 4)

@@ -96,13 +96,8 @@ def test_codes_initialise_from_activations_and_dead_codes_are_replaced(model):
     assert (fresh[:, None] == acts[None]).all(-1).any(-1).all()
 
 
-def test_codebooks_attach_to_a_transformer_bridge_and_cache_their_codes():
-    from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge import TransformerBridge
-
-    cfg = TransformerBridgeConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16,
-                                  act_fn="gelu", seed=0)
-    bridge = TransformerBridge.boot_native(cfg)
+def test_codebooks_attach_to_a_transformer_bridge_and_cache_their_codes(native_bridge):
+    bridge = native_bridge
     x = tokens(2, 10, 50)
     before = bridge(x)
     with codebooks(bridge, {"blocks.1.hook_mlp_out": CodebookSpec(codes=50, k=1)}):

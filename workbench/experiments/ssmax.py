@@ -27,7 +27,7 @@ from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks.retrieval import KeyRetrieval, RetrievalConfig
 from workbench.train import TrainConfig
-from workbench.viz import LAYOUT, attention_heatmap, training_curves
+from workbench.viz import LAYOUT, attention_heatmap, training_curves, vertical_marker
 
 PAPER = "Nakanishi 2025, Scalable-Softmax Is Superior for Attention"
 # The paper's table (§2): max weight at n = 10, 100, 1e3, 1e4, one key at logit 3 and the rest at −2, s = 0.43.
@@ -190,7 +190,7 @@ def accuracy_vs_length(scores: dict[str, dict[int, dict[str, float]]], train_pai
         fig.add_trace(go.Scatter(x=x, y=[s["retrieval_weight"] for s in by_factor.values()],
                                  name=f"{name} weight on the pair", mode="lines+markers",
                                  line={"color": colour, "dash": "dot"}))
-    fig.add_vline(x=train_pairs, line_dash="dash", annotation_text="longest training length")
+    vertical_marker(fig, train_pairs, "longest training length")
     fig.update_layout(title="key retrieval beyond the training length", xaxis_title="key–value pairs (log scale)",
                       xaxis_type="log", yaxis_title="accuracy / attention weight", yaxis_range=[0, 1.02], **LAYOUT)
     return fig

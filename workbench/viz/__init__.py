@@ -32,6 +32,18 @@ def notebook_setup() -> None:
 LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
 
 
+def vertical_marker(fig: go.Figure, x: float, label: str = "", y: tuple[float, float] = (0.0, 1.0),
+                    dash: str = "dash", legend: bool = False, **subplot) -> None:
+    """A vertical line at data coordinate `x`, drawn as a trace: `add_vline` is a shape, and shapes on a log
+    axis take log10 coordinates (x = 8 lands at 10⁸). The label sits beside the line's middle, or in the legend;
+    `subplot` is `row=…, col=…` in a figure made with subplots."""
+    middle = (y[0] + y[1]) / 2
+    text = None if legend else ["", f" {label}", ""]
+    fig.add_trace(go.Scatter(x=[x, x, x], y=[y[0], middle, y[1]], mode="lines" if legend else "lines+text",
+                             text=text, textposition="middle right", name=label, showlegend=legend,
+                             line={"dash": dash, "color": "grey", "width": 1}, hoverinfo="skip"), **subplot)
+
+
 def attention_heatmap(
     pattern: Tensor, labels: Sequence[str | int] | None = None, title: str = "attention"
 ) -> go.Figure:

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from torch import Tensor
 
-from workbench.viz import LAYOUT
+from workbench.viz import LAYOUT, vertical_marker
 
 
 def patching_heatmap(grid: Tensor, axes: tuple[str, str], title: str = "activation patching",
@@ -116,11 +116,8 @@ def faithfulness_figure(curves: dict[str, pd.DataFrame], scores: dict[str, dict]
                                  hovertemplate="%{x} edges (%{customdata:.1%})<br>faithfulness %{y:.3f}"))
     fig.add_hline(y=1.0, line_dash="dot", line_color="#999")
     total = max((int(c["edges"].max()) for c in curves.values()), default=1)
-    if mark_fraction is not None:  # a trace, not add_vline: shapes on a log axis take log10 coordinates
-        x = max(1.0, mark_fraction * total)
-        fig.add_trace(go.Scatter(x=[x, x, x], y=[0, 0.5, 1], mode="lines+text", line={"dash": "dash", "color": "#999"},
-                                 text=["", f" {mark_fraction:.0%} of edges", ""], textposition="middle right",
-                                 hoverinfo="skip", showlegend=False))
+    if mark_fraction is not None:
+        vertical_marker(fig, max(1.0, mark_fraction * total), f"{mark_fraction:.0%} of edges")
     fig.update_xaxes(range=[-0.05, math.log10(total) + 0.05])
     fig.update_layout(title="faithfulness vs edges kept", xaxis_title="edges kept (log scale)", xaxis_type="log",
                       yaxis_title="faithfulness (0 corrupted, 1 clean)", legend={"x": 0.01, "y": 0.99}, **LAYOUT)

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from workbench.viz import LAYOUT
+from workbench.viz import LAYOUT, vertical_marker
 
 
 def grokking_curves(rows: list[dict], epochs_per_step: float = 1.0, marks: dict[str, float] | None = None
@@ -25,10 +25,8 @@ def grokking_curves(rows: list[dict], epochs_per_step: float = 1.0, marks: dict[
             fig.add_trace(go.Scatter(x=[e for e, _ in points], y=[v for _, v in points], mode="lines", name=name,
                                      legendgroup=name, showlegend=col == 1,
                                      line={"color": "#1f77b4" if name == "train" else "#d62728"}), row=1, col=col)
-    for i, (label, epoch) in enumerate((marks or {}).items()):  # traces: add_vline's label misplaces on log axes
-        fig.add_trace(go.Scatter(x=[epoch, epoch], y=[0, 1], mode="lines", name=label,
-                                 line={"dash": ["dot", "dash", "dashdot"][i % 3], "color": "grey", "width": 1}),
-                      row=1, col=1)
+    for i, (label, epoch) in enumerate((marks or {}).items()):
+        vertical_marker(fig, epoch, label, dash=["dot", "dash", "dashdot"][i % 3], legend=True, row=1, col=1)
     fig.update_xaxes(type="log", title_text="epoch")
     fig.update_yaxes(range=[-0.02, 1.02], row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)

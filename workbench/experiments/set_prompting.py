@@ -15,10 +15,9 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field
 
-from workbench.device import device_of
 from workbench.experiments.base import Criterion
 from workbench.experiments.induction import Induction, InductionConfig
-from workbench.hooks.order import arrange, order_sensitivity
+from workbench.hooks.order import arrange, order_sensitivity, suffix_logits
 from workbench.runs import Run
 from workbench.tasks.base import set_prompt
 from workbench.viz import LAYOUT, attention_heatmap
@@ -74,16 +73,10 @@ class SetPrompting(Induction):
             metrics[f"{name}.accuracy"] = self.accuracy(model, prefix, members, suffix, target, masked)
         return metrics
 
-    @torch.no_grad()
-    def accuracy(self, model, prefix, members, suffix, target, masked: bool) -> float:
+    @staticmethod
+    def accuracy(model, prefix, members, suffix, target, masked: bool) -> float:
         """How often the model predicts member 0's third token after its first two (members in given order)."""
-        tokens, segments = arrange(prefix, members, suffix, tuple(range(len(members))))
-        device = device_of(model)
-        kwargs = {}
-        if masked:
-            visible, positions = set_prompt(segments)
-            kwargs = {"attention_mask": visible.to(device), "positions": positions.to(device)}
-        logits = model(tokens.to(device), **kwargs)[:, -1]
+        logits = suffix_logits(model, prefix, members, suffix, tuple(range(len(members))), masked)[:, -1]
         return float((logits.argmax(-1).cpu() == target).float().mean())
 
     @torch.no_grad()

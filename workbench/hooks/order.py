@@ -11,7 +11,7 @@ import itertools
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from workbench.device import device_of
@@ -28,25 +28,28 @@ def arrange(prefix: Int[Tensor, "batch p"], members: list[Int[Tensor, "batch m"]
 
 
 @torch.no_grad()
+def suffix_logits(model: nn.Module, prefix: Tensor, members: list[Tensor], suffix: Tensor,
+                  order: tuple[int, ...], set_mask: bool = True) -> Float[Tensor, "batch s d_vocab"]:
+    """The logits at the suffix positions with the members in `order`, as a set prompt or a plain one."""
+    device = device_of(model)
+    tokens, segments = arrange(prefix, members, suffix, order)
+    kwargs = {}
+    if set_mask:
+        visible, positions = set_prompt(segments)
+        kwargs = {"attention_mask": visible.to(device), "positions": positions.to(device)}
+    return model(tokens.to(device), **kwargs)[:, -suffix.shape[1]:]
+
+
+@torch.no_grad()
 def order_sensitivity(model: nn.Module, prefix: Tensor, members: list[Tensor], suffix: Tensor,
                       set_mask: bool = True) -> pd.DataFrame:
     """For every order of the members, how far the logits at the suffix positions move from the given order:
     the largest |Δ logit| over the batch, and the mean KL(given order ‖ this order) of the next-token
     distributions. One row per order; the given order (0, 1, …) first, at 0."""
-    device = device_of(model)
-    s = suffix.shape[1]
-
-    def logits(order):
-        tokens, segments = arrange(prefix, members, suffix, order)
-        if not set_mask:
-            return model(tokens.to(device))[:, -s:]
-        visible, positions = set_prompt(segments)
-        return model(tokens.to(device), attention_mask=visible.to(device), positions=positions.to(device))[:, -s:]
-
-    base = logits(tuple(range(len(members))))
+    base = suffix_logits(model, prefix, members, suffix, tuple(range(len(members))), set_mask)
     rows = []
     for order in itertools.permutations(range(len(members))):
-        other = logits(order)
+        other = suffix_logits(model, prefix, members, suffix, order, set_mask)
         kl = F.kl_div(other.log_softmax(-1), base.log_softmax(-1), log_target=True, reduction="none").sum(-1)
         rows.append({"order": " ".join(map(str, order)), "max_logit_change": float((other - base).abs().max()),
                      "mean_kl": float(kl.mean())})

@@ -4,10 +4,9 @@ import streamlit as st
 
 from workbench import experiments
 from workbench.config import ConfigError
-from workbench.dashboard.common import load_or_stop
+from workbench.dashboard.common import load_or_stop, typed_prompt
 from workbench.experiments.runner import saved_models
 from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
-from workbench.tasks import parse_token_ids
 from workbench.viz import attention_heatmap, head_score_grid
 
 st.title("Attention maps")
@@ -33,12 +32,7 @@ sources = ["sampled from the task"] if real_valued else ["sampled from the task"
 source = st.radio("prompt", sources, horizontal=True)
 if source == "typed token ids":
     default = " ".join(map(str, exp.sample_prompt(cfg, 0)[0, :24].tolist()))
-    text = st.text_input("token ids (space separated)", default)
-    try:
-        tokens = parse_token_ids(text, model.cfg.d_vocab, model.cfg.n_ctx)
-    except ValueError as e:
-        st.error(str(e))
-        st.stop()
+    tokens = typed_prompt("token ids (space separated)", default, model)
 else:
     seed = st.number_input("sample seed", min_value=0, max_value=10**6, value=0)
     tokens = exp.sample_prompt(cfg, int(seed)).to(model.device)

@@ -7,7 +7,7 @@ import torch
 
 from workbench import experiments
 from workbench.config import ConfigError
-from workbench.dashboard.common import cached_load, load_or_stop
+from workbench.dashboard.common import cached_load, load_or_stop, typed_prompt
 from workbench.experiments.runner import saved_models
 from workbench.hooks.circuits import (
     PROMPT_METRICS,
@@ -18,7 +18,6 @@ from workbench.hooks.circuits import (
     discover,
     faithfulness_curve,
 )
-from workbench.tasks import parse_token_ids
 from workbench.viz.circuits import (
     circuit_graph_figure,
     faithfulness_figure,
@@ -127,12 +126,7 @@ with st.expander("edge scores"):
 
 st.header("Direct logit attribution")
 example = " ".join(map(str, clean[0, : int(positions[-1]) + 1].tolist()))  # ends where the metric reads
-text = st.text_input("prompt (token ids)", example)
-try:
-    tokens = parse_token_ids(text, model.cfg.d_vocab, model.cfg.n_ctx)
-except ValueError as e:
-    st.error(str(e))
-    st.stop()
+tokens = typed_prompt("prompt (token ids)", example, model)
 with torch.no_grad():
     predicted = int(model(tokens)[0, -1].argmax())
 target = st.number_input("target token (default: the model's prediction)", 0, model.cfg.d_vocab - 1, predicted)

@@ -76,10 +76,6 @@ def next_token_margin(tokens: Int[Tensor, "batch pos"], positions: Tensor | None
     return margin
 
 
-# Metrics of a prompt's own next tokens, by name (what the dashboard offers): built from (tokens, positions).
-PROMPT_METRICS: dict[str, Callable[..., Metric]] = {}
-
-
 def kl_to(reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1) -> Metric:
     """KL(reference ‖ patched) of the next-token distribution at `pos` (0 when the run matches the reference)."""
     reference = reference_logits[:, pos].log_softmax(-1)
@@ -90,7 +86,9 @@ def kl_to(reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1) -
     return kl
 
 
-PROMPT_METRICS.update({"next-token margin": next_token_margin, "next-token loss": next_token_loss})
+# Metrics of a prompt's own next tokens, by name (what the dashboard offers): built from (tokens, positions).
+PROMPT_METRICS: dict[str, Callable[..., Metric]] = {"next-token margin": next_token_margin,
+                                                    "next-token loss": next_token_loss}
 
 
 def normalised(metric: Metric, clean_value: float, corrupted_value: float) -> Metric:

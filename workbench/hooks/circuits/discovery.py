@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformer_lens.utilities.matrix import composition_scores as tl_composition_scores
 
 from workbench.config import ConfigError
-from workbench.hooks.circuits.graph import CircuitGraph, CircuitRun, _prepared, _switches
+from workbench.hooks.circuits.graph import CircuitGraph, CircuitRun, _prepared, _switches, node_of
 from workbench.hooks.circuits.patching import Metric, _folded
 
 
@@ -144,8 +144,7 @@ def discover(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric,
 
 def _reader_columns(readers: list[str], name: str) -> list[int]:
     """A reader ("L1H3.k", "MLP0", "logits") or a head's three readers ("L1H3")."""
-    columns = [i for i, r in enumerate(readers) if r == name or r.split(".")[0] == name and r[-2:] in
-               (".q", ".k", ".v")]
+    columns = [i for i, r in enumerate(readers) if name in (r, node_of(r))]
     if not columns:
         raise ConfigError(f"receiver {name!r} is not in the circuit graph; readers: {', '.join(readers)}")
     return columns
@@ -162,8 +161,7 @@ def path_patching(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Me
         run = _prepared(model, clean, corrupted, metric, "path_patching", split_qkv)
         writers, readers, valid = run.ports.writers, run.ports.readers, run.ports.valid
         senders = senders or writers[1:]
-        receivers = receivers or sorted({r.split(".")[0] if r[-2:] in (".q", ".k", ".v") else r for r in readers},
-                                        key=lambda r: readers.index(next(x for x in readers if x.startswith(r))))
+        receivers = receivers or list(dict.fromkeys(map(node_of, readers)))  # each node once, in graph order
         unknown = [s for s in senders if s not in writers]
         if unknown:
             raise ConfigError(f"sender {unknown[0]!r} is not in the circuit graph; writers: {', '.join(writers)}")

@@ -125,6 +125,11 @@ def _switches(model: nn.Module, split_qkv: bool) -> Iterator[None]:
         model.set_use_hook_mlp_in(saved[1])
 
 
+def node_of(reader: str) -> str:
+    """The node a reader belongs to: "L1H3.k" → "L1H3"; "MLP0", "logits" and "L1.attn" are their own."""
+    return reader.rsplit(".", 1)[0] if reader[-2:] in (".q", ".k", ".v") else reader
+
+
 @dataclass
 class CircuitGraph:
     """Scored edges of a model's circuit graph: `scores[w, r]` estimates m(edge w→r corrupted) − m(clean run)
@@ -173,8 +178,7 @@ class CircuitGraph:
         return pd.Series(self.scores.nan_to_num(0.0).sum(1).numpy(), index=self.writers)
 
     def component(self, reader: str) -> str:
-        """The node a reader belongs to: "L1H3.k" → "L1H3", "L1.attn" → "L1.attn"."""
-        return reader.rsplit(".", 1)[0] if reader[-2:] in (".q", ".k", ".v") else reader
+        return node_of(reader)
 
 
 # --- running a circuit ---

@@ -7,6 +7,8 @@ Controls update a plotly `FigureWidget` in place instead of re-rendering through
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import ipywidgets as widgets
 import plotly.graph_objects as go
 from jaxtyping import Int
@@ -38,3 +40,23 @@ def attention_explorer(model, prompts: Int[Tensor, "prompt pos"], layer: int = 0
     for box in (layer_box, head_box, prompt_box):
         box.observe(update, names="value")
     return widgets.VBox([widgets.HBox([layer_box, head_box, prompt_box]), shown])
+
+
+def figure_control(make: Callable[..., go.Figure], **choices: Sequence) -> widgets.VBox:
+    """A figure redrawn by `make(**values)` whenever a control changes: one dropdown per keyword, over the
+    values given (numbers get a selection slider), e.g. `figure_control(max_weight_figure, s=[0.2, 0.43, 1.0])`."""
+    controls = {name: (widgets.SelectionSlider if all(isinstance(v, int | float) for v in values)
+                       else widgets.Dropdown)(options=list(values), value=list(values)[0], description=name)
+                for name, values in choices.items()}
+    shown = go.FigureWidget(make(**{name: box.value for name, box in controls.items()}))
+
+    def update(_change) -> None:
+        new = make(**{name: box.value for name, box in controls.items()})
+        with shown.batch_update():
+            shown.data = []
+            shown.add_traces(list(new.data))
+            shown.layout = new.layout
+
+    for box in controls.values():
+        box.observe(update, names="value")
+    return widgets.VBox([widgets.HBox(list(controls.values())), shown])

@@ -18,9 +18,11 @@ from workbench.cli import main
 from workbench.hooks.attention import attention_patterns
 from workbench.hooks.circuits import ablated, acdc, edge_attribution, logit_diff
 from workbench.hooks.icl import probe_by_layer
+from workbench.hooks.order import order_sensitivity
 from workbench.models import ModelConfig, build_model
 from workbench.runs import list_runs
 from workbench.tasks import parse_token_ids
+from workbench.tasks.base import set_prompt
 
 SHIPPED = REPO / "data" / "induction"
 
@@ -214,6 +216,18 @@ CASES = [
     Case("circuit: ablating a hook that does not exist", "api",
          lambda t, m: ablated(workbench.load_model(SHIPPED), ["blocks.0.attn.hook_resultt"]).__enter__(),
          "'blocks.0.attn.hook_resultt' does not exist"),
+    Case("clipping with ζ ≤ γ", "cli",
+         cli("run", "length-gen", "--smoke", "--set", "model.attention=clipped", "--set", "model.clip_zeta=-0.1"),
+         "model.clip_zeta=-0.1 must exceed model.clip_gamma=-0.03"),
+    Case("an option the variant's attention cannot serve", "cli",
+         cli("run", "no-op-heads", "--smoke", "--set", "model.clip_gamma=-0.1"),
+         "model.clip_gamma=-0.1 configures attention='clipped', but model.attention='softmax' would ignore it"),
+    Case("set members that overlap", "api", lambda t, m: set_prompt(torch.tensor([[0, 1, 2, 1, 0]])),
+         "a member's tokens are split by another member's"),
+    Case("set prompt longer than the context", "api",
+         lambda t, m: order_sensitivity(build_model(ModelConfig(n_ctx=8, d_vocab=20)), torch.zeros(1, 1).long(),
+                                        [torch.ones(1, 3).long()] * 2, torch.ones(1, 2).long()),
+         "exceeds model.n_ctx=8"),
     Case("empty prompt", "form", form(""), "prompt: empty"),
     Case("blank prompt", "form", form("  \t "), "prompt: empty"),
     Case("non-UTF-8 prompt", "form", form(b"\xc3\x28 1 2"), "not valid UTF-8"),

@@ -8,10 +8,14 @@ from workbench.tasks import (
     RepeatedTokensConfig,
     parse_token_ids,
 )
+from workbench.tasks.copy import SEP, Copy, CopyConfig
+from workbench.tasks.language import BOS, DELIMITER, SegmentedLanguage, SegmentedLanguageConfig
 
 TASKS = [
     RepeatedTokens(RepeatedTokensConfig(d_vocab=20, seq_len=24, min_segment=3, max_segment=11)),
     BigramLanguage(BigramLanguageConfig(d_vocab=12, seq_len=16)),
+    SegmentedLanguage(SegmentedLanguageConfig(d_vocab=40, seq_len=48, min_segment=3, max_segment=6)),
+    Copy(CopyConfig(n_symbols=10, min_len=2, max_len=9)),
 ]
 
 
@@ -71,3 +75,31 @@ def test_parse_token_ids_errors(text, msg):
 
 def test_parse_token_ids_accepts_commas():
     assert parse_token_ids("0, 5 7", 20, 10).tolist() == [[0, 5, 7]]
+
+
+def test_segmented_language_opens_with_bos_and_repeats_whole_segments():
+    c = SegmentedLanguageConfig(d_vocab=40, seq_len=64, min_segment=3, max_segment=6, copy_prob=0.5)
+    batch = SegmentedLanguage(c).sample(32, torch.Generator().manual_seed(0))
+    copies = 0
+    for row in batch.tokens.tolist():
+        assert row[0] == BOS and BOS not in row[1:]
+        segments, current = [], []
+        for t in row[1:]:
+            if t == DELIMITER:
+                segments.append(current)
+                current = []
+            else:
+                current.append(t)
+        assert all(c.min_segment <= len(s) <= c.max_segment for s in segments)  # the unfinished tail aside
+        copies += sum(s in segments[:i] for i, s in enumerate(segments))
+    assert copies > 0  # some segments repeat earlier ones: the copying that gives heads work to do
+
+
+def test_copy_task_scores_exactly_the_copy():
+    task = Copy(CopyConfig(n_symbols=10, min_len=2, max_len=9))
+    batch = task.sample(64, torch.Generator().manual_seed(1))
+    for row, n in zip(batch.tokens.tolist(), batch.meta["length"].tolist(), strict=True):
+        assert row[n + 1] == SEP and row[n + 2: 2 * n + 2] == row[1: n + 1]
+    scored_targets = [batch.targets[i][batch.loss_mask[i]].tolist() for i in range(64)]
+    assert scored_targets == [row[1: n + 1] for row, n in zip(batch.tokens.tolist(), batch.meta["length"].tolist(),
+                                                              strict=True)]

@@ -1,17 +1,24 @@
 """What several dashboard pages share: one cached model loader (a model opened on one page is warm on the
-others) that turns a load failure into one readable error on the page, and a typed token-id prompt."""
+others) that turns a load failure into one readable error on the page, cached figures of a shipped run, and a typed
+token-id prompt."""
 
+import plotly.graph_objects as go
 import streamlit as st
 from torch import Tensor
 
 from workbench.config import ConfigError
-from workbench.experiments.runner import Loaded, ModelRef, load
+from workbench.experiments.runner import Loaded, ModelRef, figures, load
 from workbench.tasks import parse_token_ids
 
 
 @st.cache_resource(show_spinner="loading model…")
 def cached_load(path: str, variant: str | None, step: int | None = None) -> Loaded:
     return load(path, variant=variant, step=step)
+
+
+@st.cache_resource(show_spinner="drawing figures…")
+def cached_figures(path: str) -> dict[str, go.Figure]:
+    return figures(path)
 
 
 def load_or_stop(ref: ModelRef, step: int | None = None) -> Loaded:

@@ -35,7 +35,9 @@ from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
 from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
 from workbench.experiments.induction_circuit import InductionCircuit  # noqa: E402
+from workbench.experiments.length_gen import LengthGen  # noqa: E402
 from workbench.experiments.looped import Looped  # noqa: E402
+from workbench.experiments.no_op_heads import NoOpHeads  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.ssmax import SSMax  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
@@ -52,5 +54,7 @@ register(Grokking())
 register(InductionCircuit())
 register(SetPrompting())
 register(SSMax())
+register(NoOpHeads())
+register(LengthGen())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

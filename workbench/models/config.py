@@ -70,6 +70,11 @@ class ModelConfig(Config):
         if self.clip_zeta <= self.clip_gamma:
             raise ValueError(f"model.clip_zeta={self.clip_zeta} must exceed model.clip_gamma={self.clip_gamma}: "
                              "clipping stretches the softmax to [γ, ζ] before clipping it to [0, 1]")
+        for option, kind in (("ssmax_s", "ssmax"), ("clip_gamma", "clipped"), ("clip_zeta", "clipped")):
+            if self.attention != kind and getattr(self, option) != type(self).model_fields[option].default:
+                raise ValueError(f"model.{option}={getattr(self, option)} configures attention='{kind}', but "
+                                 f"model.attention='{self.attention}' would ignore it; set it only with {kind} "
+                                 "(in a run with variants, inside that variant's overrides)")
         if self.positional == "rotary" and self.d_head % 2:
             raise ValueError(f"model.d_head={self.d_head} must be even for rotary positions")
         for name, value in (("d_mlp", self.d_mlp), ("block", self.block)):

@@ -6,7 +6,7 @@ A sanity task: the optimal loss is the chain's entropy rate, which a 1-layer mod
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from workbench.config import Config
 from workbench.tasks.base import Batch, next_token_batch
@@ -47,3 +47,61 @@ class BigramLanguage:
         for i in range(1, self.seq_len):
             tokens[:, i] = torch.multinomial(self.transition[tokens[:, i - 1]], 1, generator=generator).squeeze(1)
         return next_token_batch(tokens, torch.ones_like(tokens, dtype=torch.bool))
+
+
+BOS, DELIMITER = 0, 1
+
+
+class SegmentedLanguageConfig(Config):
+    d_vocab: int = Field(256, ge=4, description="vocabulary incl. BOS (id 0) and the delimiter (id 1)")
+    seq_len: int = Field(64, ge=4, description="tokens per sequence incl. BOS")
+    zipf_exponent: float = Field(1.2, gt=0)
+    language_seed: int = Field(0, ge=0, description="which bigram chain: fixed across training batches")
+    min_segment: int = Field(8, ge=1, description="fewest tokens between delimiters")
+    max_segment: int = Field(16, ge=1, description="most tokens between delimiters")
+    copy_prob: float = Field(0.5, ge=0, le=1, description="chance that a segment repeats an earlier one")
+
+    @model_validator(mode="after")
+    def _check(self) -> SegmentedLanguageConfig:
+        if self.min_segment > self.max_segment:
+            raise ValueError(f"task.min_segment={self.min_segment} exceeds task.max_segment={self.max_segment}")
+        return self
+
+
+class SegmentedLanguage:
+    """Bigram text with the structure that grows attention sinks (Bondarenko et al. 2023, "Quantizable
+    Transformers"): BOS opens every sequence and a delimiter closes every segment of `min_segment`–`max_segment`
+    tokens, and a segment repeats an earlier one with probability `copy_prob`. Heads with nothing to do — no
+    repeat to copy — learn to park their attention on BOS and the delimiters (a "no-op"), which at a high
+    learning rate drives the residual stream at those tokens to outlier values."""
+
+    loss, causal = "cross_entropy", True
+
+    def __init__(self, cfg: SegmentedLanguageConfig):
+        self.cfg, self.d_vocab, self.seq_len = cfg, cfg.d_vocab, cfg.seq_len
+        self.chain = BigramLanguage(BigramLanguageConfig(d_vocab=cfg.d_vocab - 2, seq_len=cfg.seq_len,
+                                                         zipf_exponent=cfg.zipf_exponent,
+                                                         language_seed=cfg.language_seed))
+
+    def token_names(self) -> list[str]:
+        return ["BOS", "DELIM"] + [str(i) for i in range(self.d_vocab - 2)]
+
+    def sample(self, batch: int, generator: torch.Generator, step: int | None = None) -> Batch:
+        c = self.cfg
+        walk = (self.chain.sample(batch, generator).inputs + 2).tolist()  # fresh text, vectorised over the batch
+        lengths = torch.randint(c.min_segment, c.max_segment + 1, (batch, c.seq_len), generator=generator).tolist()
+        coins = torch.rand(batch, c.seq_len, generator=generator).tolist()
+        picks = torch.randint(0, 2**31 - 1, (batch, c.seq_len), generator=generator).tolist()
+        rows = []
+        for b in range(batch):
+            row, segments, fresh, i = [BOS], [], iter(walk[b]), 0
+            while len(row) < c.seq_len:
+                if segments and coins[b][i] < c.copy_prob:
+                    segment = segments[picks[b][i] % len(segments)]
+                else:
+                    segment = [next(fresh) for _ in range(min(lengths[b][i], c.seq_len - len(row)))]
+                segments.append(segment)
+                row += segment + [DELIMITER]
+                i += 1
+            rows.append(row[:c.seq_len])
+        return next_token_batch(torch.tensor(rows), torch.ones(batch, c.seq_len, dtype=torch.bool))

@@ -3,8 +3,9 @@
 import pandas as pd
 import streamlit as st
 
+from workbench.dashboard.common import cached_figures
 from workbench.experiments.runner import catalog
-from workbench.runs import list_runs, runs_root
+from workbench.runs import data_root, list_runs, runs_root
 
 st.title("workbench")
 st.caption("Train small transformers on a laptop CPU and look inside them.")
@@ -17,6 +18,12 @@ for row in catalog():
         st.caption(row["paper"])
         st.write(row["claim"])
         st.table(pd.DataFrame(row["criteria"]).set_index("criterion"))
+        # Drawn from the shipped models on request (seconds), every variant's side by side.
+        if row["shipped"] in ("pass", "FAIL") and st.toggle("figures", key=f"figures-{row['experiment']}"):
+            shown = list(cached_figures(str(data_root() / row["experiment"])).items())
+            for start in range(0, len(shown), 2):
+                for column, (name, fig) in zip(st.columns(2), shown[start:start + 2], strict=False):
+                    column.plotly_chart(fig, key=f"{row['experiment']}-{name}")
 
 st.header("Runs")
 root = runs_root()

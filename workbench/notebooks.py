@@ -20,8 +20,13 @@ def execute(notebook: str | Path, out_dir: str | Path, mode: str = "smoke", expo
                                execution_timeout=timeout)
     if export == "html":
         from nbconvert import HTMLExporter
+        from traitlets.config import Config
 
-        exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="offline")
+        # HTML before widget views: the page has no kernel, so a widget shows its static HTML form if it has one.
+        priority = ["text/html", *[t for t in HTMLExporter().default_config.NbConvertBase.display_data_priority
+                                   if t != "text/html"]]
+        exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="offline",
+                                config=Config({"NbConvertBase": {"display_data_priority": priority}}))
         body, _ = exporter.from_filename(str(executed))
         executed.with_suffix(".html").write_text(body, encoding="utf-8")
     return executed

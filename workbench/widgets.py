@@ -59,4 +59,14 @@ def figure_control(make: Callable[..., go.Figure], **choices: Sequence) -> widge
 
     for box in controls.values():
         box.observe(update, names="value")
-    return widgets.VBox([widgets.HBox(list(controls.values())), shown])
+    return FigureControl([widgets.HBox(list(controls.values())), shown])
+
+
+class FigureControl(widgets.VBox):
+    """Controls above a figure. JupyterLab shows the live widget; an exported page, which has no kernel to
+    redraw it, shows the figure as last drawn (the bundle carries it as HTML too)."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        still = go.Figure(self.children[1])._repr_mimebundle_()
+        return {**bundle, **({"text/html": still["text/html"]} if "text/html" in still else {})}

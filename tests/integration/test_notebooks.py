@@ -21,3 +21,4 @@ def test_notebook_executes(notebook, tmp_path, monkeypatch):
     html = executed.with_suffix(".html").read_text()
     assert executed.exists() and "Plotly.newPlot" in html
     assert not re.findall(r"""<script[^>]+src=["']?https?://""", html)  # shared exports open offline
+    assert "VBox(children" not in html  # a figure control exports as its figure, not its widget repr

@@ -89,7 +89,7 @@ class Criterion:
 
     @property
     def needs(self) -> str:
-        return f"{self.symbol} {self.threshold}" + (f" × {self.versus}" if self.versus else "")
+        return f"{self.symbol} {self.threshold:.4g}" + (f" × {self.versus}" if self.versus else "")
 
     def check(self, metrics: dict[str, Any]) -> dict:
         value = metrics.get(self.metric)

@@ -18,7 +18,17 @@ from workbench.hooks.attention import attention_patterns
 from workbench.viz import attention_heatmap
 
 
-def attention_explorer(model, prompts: Int[Tensor, "prompt pos"], layer: int = 0, head: int = 0) -> widgets.VBox:
+class FigureControl(widgets.VBox):
+    """Controls above a figure. JupyterLab shows the live widget; an exported page, which has no kernel to
+    redraw it, shows the figure as last drawn (the bundle carries it as HTML too)."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        still = go.Figure(self.children[1])._repr_mimebundle_()
+        return {**bundle, **({"text/html": still["text/html"]} if "text/html" in still else {})}
+
+
+def attention_explorer(model, prompts: Int[Tensor, "prompt pos"], layer: int = 0, head: int = 0) -> FigureControl:
     """Layer, head and prompt selectors over an attention heatmap."""
     layer_box = widgets.Dropdown(options=range(model.cfg.n_layers), value=layer, description="layer")
     head_box = widgets.Dropdown(options=range(model.cfg.n_heads), value=head, description="head")
@@ -39,10 +49,10 @@ def attention_explorer(model, prompts: Int[Tensor, "prompt pos"], layer: int = 0
 
     for box in (layer_box, head_box, prompt_box):
         box.observe(update, names="value")
-    return widgets.VBox([widgets.HBox([layer_box, head_box, prompt_box]), shown])
+    return FigureControl([widgets.HBox([layer_box, head_box, prompt_box]), shown])
 
 
-def figure_control(make: Callable[..., go.Figure], **choices: Sequence) -> widgets.VBox:
+def figure_control(make: Callable[..., go.Figure], **choices: Sequence) -> FigureControl:
     """A figure redrawn by `make(**values)` whenever a control changes: one dropdown per keyword, over the
     values given (numbers get a selection slider), e.g. `figure_control(max_weight_figure, s=[0.2, 0.43, 1.0])`."""
     controls = {name: (widgets.SelectionSlider if all(isinstance(v, int | float) for v in values)
@@ -61,12 +71,3 @@ def figure_control(make: Callable[..., go.Figure], **choices: Sequence) -> widge
         box.observe(update, names="value")
     return FigureControl([widgets.HBox(list(controls.values())), shown])
 
-
-class FigureControl(widgets.VBox):
-    """Controls above a figure. JupyterLab shows the live widget; an exported page, which has no kernel to
-    redraw it, shows the figure as last drawn (the bundle carries it as HTML too)."""
-
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs) or {}
-        still = go.Figure(self.children[1])._repr_mimebundle_()
-        return {**bundle, **({"text/html": still["text/html"]} if "text/html" in still else {})}

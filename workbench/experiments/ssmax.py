@@ -1,10 +1,13 @@
 """Scalable-Softmax (Nakanishi 2025, "Scalable-Softmax Is Superior for Attention").
 
-Not yet: the trained half. No recipe tried so far learns retrieval (at most 0.42 at the training length, softmax
-after 8000 steps, chance 1/16; 1, 4 or 8 queries per sequence, 1500–8000 steps, lr 1e-3 or 3e-3),
-so the length comparison cannot be made; the closed-form table matches the paper. The mechanism it needs is
-induction's (the query key's earlier occurrence, then the token after it), which this architecture learns on
-`induction` in ~300 steps with ~30 scored tokens a sequence; here at most 8 are scored.
+Not yet: the trained half, for SSMax. With ALiBi positions softmax learns retrieval (0.99 at the training
+length after 4000 steps, the induction-like circuit forming near step 1000) and fades beyond it (0.90 / 0.74 /
+0.50 at 2× / 4× / 8×): the weakness SSMax targets. SSMax does not learn it (0.27–0.32 with s initialised at 0.43
+or 0.31, lr 1e-3 or 3e-3, up to 8000 steps, two seeds): a context value picked at random already scores ~1/n,
+and SSMax reaches that shortcut's near-uniform attention by shrinking s (layer 0 falls to 0.1–0.2), which also
+shrinks the gradient a previous-token head needs. With rotary positions (the recipes before) neither
+normaliser leaves the shortcut (0.25–0.42 over 6 recipes). The mechanism is induction's (the query key's
+earlier occurrence, then the token after it), which this architecture learns on `induction` in ~300 steps.
 
 Claim: softmax's largest weight fades as the number of keys n grows (its denominator sums n terms), so a head
 that retrieves one key at the training length blurs at longer ones. SSMax multiplies the scores by s · log n
@@ -36,10 +39,11 @@ TABLE_N = (10, 100, 1000, 10000)
 
 
 class SSMaxConfig(ExperimentConfig):
+    # ALiBi: with rotary positions neither normaliser learns retrieval (0.25–0.42 over 6 recipes).
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=0, n_ctx=144, d_vocab=83,
-                                     positional="rotary")
+                                     positional="alibi")
     task: RetrievalConfig = RetrievalConfig(min_pairs=4, max_pairs=8, queries=4)
-    train: TrainConfig = TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=250)
+    train: TrainConfig = TrainConfig(steps=4000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=250)
     variants: dict[str, dict] = {"softmax": {"model": {"attention": "softmax"}},
                                  "ssmax": {"model": {"attention": "ssmax"}}}
     test_factors: list[int] = Field([1, 2, 4, 8], min_length=1,
@@ -191,8 +195,10 @@ def accuracy_vs_length(scores: dict[str, dict[int, dict[str, float]]], train_pai
                                  name=f"{name} weight on the pair", mode="lines+markers",
                                  line={"color": colour, "dash": "dot"}))
     vertical_marker(fig, train_pairs, "longest training length")
+    tested = sorted({f * train_pairs for by_factor in scores.values() for f in by_factor})
     fig.update_layout(title="key retrieval beyond the training length", xaxis_title="key–value pairs (log scale)",
-                      xaxis_type="log", yaxis_title="accuracy / attention weight", yaxis_range=[0, 1.02], **LAYOUT)
+                      xaxis_type="log", xaxis_tickvals=tested, yaxis_title="accuracy / attention weight",
+                      yaxis_range=[0, 1.02], **LAYOUT)
     return fig
 
 

@@ -8,7 +8,7 @@ import torch
 from workbench.config import ConfigError
 from workbench.hooks.attention import attention_patterns
 from workbench.hooks.circuits import activation_patching, logit_diff
-from workbench.models import ModelConfig, Transformer
+from workbench.models import ModelConfig, Transformer, build_model
 from workbench.models.attention import ScalableSoftmax, online_softmax, safe_softmax
 
 VARIANTS = ["softmax", "ssmax", "clipped", "gated"]
@@ -179,3 +179,17 @@ def test_each_variant_trains_without_nan_gradients(attention):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     if attention == "ssmax":
         assert model.blocks[0].attn.normalise.s.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_ssmax_s_is_trained_only_when_asked(learn):
+    model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=8, d_vocab=10, attention="ssmax",
+                                    ssmax_learn_s=learn), seed=0)
+    normalise = model.blocks[0].attn.normalise
+    assert ("blocks.0.attn.normalise.s" in dict(model.named_parameters())) == learn
+    assert "blocks.0.attn.normalise.s" in model.state_dict()  # saved either way
+    tokens = torch.randint(0, 10, (4, 8), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(tokens).logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert torch.equal(normalise.s, torch.full((2,), 0.43)) != learn

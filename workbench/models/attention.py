@@ -35,13 +35,18 @@ class Softmax(nn.Module):
 
 class ScalableSoftmax(nn.Module):
     """Scalable-Softmax (Nakanishi 2025): softmax(s · log n · scores) over the n keys a query sees, with a
-    learnable s per head, so a query can stay focused however long the context grows."""
+    learnable s per head (or a fixed one: `model.ssmax_learn_s=false`), so a query can stay focused however long
+    the context grows."""
 
     sdpa_equivalent = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.s = nn.Parameter(torch.full((cfg.n_heads,), cfg.ssmax_s))
+        s = torch.full((cfg.n_heads,), cfg.ssmax_s)
+        if cfg.ssmax_learn_s:
+            self.s = nn.Parameter(s)
+        else:  # a buffer: saved with the model, never trained
+            self.register_buffer("s", s)
 
     def forward(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
         visible = torch.isfinite(scores)

@@ -27,6 +27,7 @@ class ModelConfig(Config):
     # gate computed from the block input (hookable as attn.hook_gate).
     attention: Literal["softmax", "ssmax", "clipped", "gated"] = "softmax"
     ssmax_s: float = Field(0.43, gt=0, description="Scalable-Softmax: the initial s of every head")
+    ssmax_learn_s: bool = Field(True, description="Scalable-Softmax: train s (the paper) or keep it fixed")
     clip_gamma: float = Field(-0.03, description="clipped softmax: γ, how far below 0 the softmax is stretched")
     clip_zeta: float = Field(1.0, description="clipped softmax: ζ, how far above 1 (must exceed γ)")
     # The config's default; a batch may carry its own visibility (`Batch.attention_mask`), ANDed with this.
@@ -70,7 +71,8 @@ class ModelConfig(Config):
         if self.clip_zeta <= self.clip_gamma:
             raise ValueError(f"model.clip_zeta={self.clip_zeta} must exceed model.clip_gamma={self.clip_gamma}: "
                              "clipping stretches the softmax to [γ, ζ] before clipping it to [0, 1]")
-        for option, kind in (("ssmax_s", "ssmax"), ("clip_gamma", "clipped"), ("clip_zeta", "clipped")):
+        for option, kind in (("ssmax_s", "ssmax"), ("ssmax_learn_s", "ssmax"), ("clip_gamma", "clipped"),
+                             ("clip_zeta", "clipped")):
             if self.attention != kind and getattr(self, option) != type(self).model_fields[option].default:
                 raise ValueError(f"model.{option}={getattr(self, option)} configures attention='{kind}', but "
                                  f"model.attention='{self.attention}' would ignore it; set it only with {kind} "

@@ -138,3 +138,14 @@ def test_circuits_page_discovers_with_each_method_and_rejects_a_bad_prompt(runs_
     assert not at.exception and any("ACDC kept" in c.value for c in at.caption)
     at.text_input[0].input("1 2 banana").run()
     assert not at.exception and any("'banana' is not a token id" in e.value for e in at.error)
+
+
+def test_home_draws_a_shipped_experiments_figures_with_its_variants_side_by_side(runs_root):
+    at = page("home")
+    at.toggle(key="figures-length-gen").set_value(True).run()
+    assert not at.exception
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    assert [spec["layout"]["title"]["text"].split(":")[0] for spec in specs] == [
+        "copying beyond the training length", "where copying breaks"]
+    names = {trace.get("name") for trace in specs[0]["data"]}
+    assert {"learned", "rotary", "alibi", "relative-bias", "none"} <= names  # every encoding in one figure

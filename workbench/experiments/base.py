@@ -32,10 +32,13 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 def check_fits(task: Config, model: ModelConfig) -> None:
     """Raise ValueError (inside a config validator) when a task's sequences do not fit the model: longer than
-    its context, or real-valued tokens of another width than its read-in."""
+    its context, tokens beyond its vocabulary, or real-valued tokens of another width than its read-in."""
     if task.seq_len > model.n_ctx:
         raise ValueError(f"task.seq_len={task.seq_len} (tokens a sequence) exceeds model.n_ctx={model.n_ctx}; "
                          "shorten the task or raise model.n_ctx")
+    vocab = getattr(task, "d_vocab", None)
+    if vocab is not None and not model.d_input and vocab > model.d_vocab:
+        raise ValueError(f"the task uses {vocab} tokens; model.d_vocab={model.d_vocab} is too small")
     width = getattr(task, "d_input", None)
     if width is not None and width != model.d_input:
         raise ValueError(f"the task's tokens are {width} wide, so it needs model.d_input={width}; "

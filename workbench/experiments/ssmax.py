@@ -56,8 +56,6 @@ class SSMaxConfig(ExperimentConfig):
     @model_validator(mode="after")
     def _fits_model(self) -> SSMaxConfig:
         check_fits(self.task, self.model)
-        if self.task.d_vocab > self.model.d_vocab:
-            raise ValueError(f"the task uses {self.task.d_vocab} tokens; model.d_vocab={self.model.d_vocab}")
         longest = max(self.test_factors) * self.task.max_pairs
         if longest > self.task.n_keys:
             raise ValueError(f"testing at {longest} pairs needs task.n_keys ≥ {longest} distinct keys; "

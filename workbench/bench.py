@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from workbench.models import ModelConfig, build_model
-from workbench.runs import data_root, write_json
+from workbench.runs import data_root, home, write_json
 
 SCHEMA = "workbench-bench-1"
 D_VOCAB, N_CTX = 64, 256
@@ -550,10 +550,16 @@ def load_history(root: str | Path | None = None) -> tuple[list[dict], list[str]]
     return sorted(results, key=lambda r: r["timestamp"]), errors
 
 
+def default_out(quick: bool) -> Path:
+    """Where results go without --out: data/bench.json holds the shipped full run, which a quick run (seconds,
+    few repetitions) must never replace, so quick results go to out/bench-quick.json in the workbench home."""
+    return home() / "out" / "bench-quick.json" if quick else data_root() / "bench.json"
+
+
 def main(args) -> int:
     """`workbench bench [--quick] [--json] [--catalog] [--out PATH]`. Targets are reported, never an exit code:
     a noisy machine is not a failure."""
-    out = args.out if args.out else data_root() / "bench.json"
+    out = args.out or default_out(args.quick)
     result = run_bench(quick=args.quick, out=out, catalog=args.catalog)
     print(format_table(result))
     print(f"→ {out}")

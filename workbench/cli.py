@@ -106,10 +106,14 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_circuit)
 
     n = sub.add_parser("notebooks", help="execute the notebooks (and export them)")
-    n.add_argument("--execute", action="store_true")
-    n.add_argument("--export", choices=["html"])
+    n.add_argument("--execute", action="store_true",
+                   help="run every notebook top to bottom (papermill), on the shipped models unless --quick; "
+                   "without it, list the notebooks")
+    n.add_argument("--export", choices=["html"], help="also write each executed notebook as self-contained HTML "
+                   "that opens offline")
     n.add_argument("--quick", action="store_true", help="train the quick preset instead of using the shipped model")
-    n.add_argument("--out", default="out/notebooks")
+    n.add_argument("--out", default="out/notebooks", help="where executed notebooks and exports go "
+                   "(default: out/notebooks)")
     n.set_defaults(func=cmd_notebooks)
 
     w = sub.add_parser("sweep", help="run an experiment over a grid of overrides in parallel (Ray)")
@@ -127,7 +131,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="smallest config, few reps: seconds (what CI runs)")
     b.add_argument("--json", action="store_true", help="print the result JSON as the last line")
     b.add_argument("--catalog", action="store_true", help="also time every experiment's quick run (long)")
-    b.add_argument("--out", default=None, help="result JSON path (default: data/bench.json)")
+    b.add_argument("--out", default=None, help="result JSON path (default: data/bench.json; with --quick: "
+                   "out/bench-quick.json, so a quick run never replaces the shipped full one)")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("dashboard", help="serve the Streamlit dashboard")

@@ -135,3 +135,10 @@ def test_catalog_section_records_each_experiment(result, monkeypatch):
     assert [(r["experiment"], r["passed"]) for r in rows] == [("a", True), ("b", False)]
     assert "boom" in rows[1]["error"] and all(r["seconds"] >= 0 for r in rows)
     assert "boom" in bench.format_table(result | {"catalog": {"experiments": rows}})
+
+
+def test_a_quick_bench_never_replaces_the_shipped_full_result(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    monkeypatch.delenv("WORKBENCH_DATA", raising=False)
+    assert bench.default_out(quick=True) == tmp_path / "out" / "bench-quick.json"
+    assert bench.default_out(quick=False) == tmp_path / "data" / "bench.json"

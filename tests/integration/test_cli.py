@@ -52,3 +52,14 @@ def test_circuit_discovers_on_the_shipped_induction_model():
     assert curve[0]["edges"] == 0 and curve[-1]["edges"] == 81
     assert curve[-1]["faithfulness"] == pytest.approx(1.0, abs=1e-4)  # the full graph is the clean run
     assert 0 < result["cpr"] <= 1.05 and result["path_patching"]["L0H2:L1H0.k"] > 0
+
+
+def test_notebooks_help_documents_every_flag(capsys):
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["notebooks", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    assert "--execute run every notebook" in text and "without it, list the notebooks" in text
+    assert "--export {html} also write each executed notebook" in text and "--out OUT where executed" in text

@@ -1,5 +1,6 @@
 """Every notebook executes top to bottom in smoke mode (trains the smoke preset itself)."""
 
+import json
 import re
 
 import pytest
@@ -22,3 +23,13 @@ def test_notebook_executes(notebook, tmp_path, monkeypatch):
     assert executed.exists() and "Plotly.newPlot" in html
     assert not re.findall(r"""<script[^>]+src=["']?https?://""", html)  # shared exports open offline
     assert "VBox(children" not in html  # a figure control exports as its figure, not its widget repr
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs(notebook):
+    """Outputs belong to executed copies (`workbench notebooks --execute`), not to the repository."""
+    cells = json.loads(notebook.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    assert any("parameters" in c.get("metadata", {}).get("tags", []) and 'mode = "shipped"' in "".join(c["source"])
+               for c in code)  # papermill injects mode = "smoke" | "quick" after this cell

@@ -17,7 +17,10 @@ def execute(notebook: str | Path, out_dir: str | Path, mode: str = "smoke", expo
     executed = out_dir / notebook.name
     papermill.execute_notebook(str(notebook), str(executed), parameters={"mode": mode},
                                cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
-                               execution_timeout=timeout)
+                               execution_timeout=timeout,
+                               # the kernel's start-up warnings (TCP without encryption on a local kernel) are
+                               # not the user's business; errors still show
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
     if export == "html":
         from nbconvert import HTMLExporter
         from traitlets.config import Config

@@ -16,9 +16,10 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(notebook, tmp_path, monkeypatch):
+def test_notebook_executes(notebook, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
     executed = execute(notebook, tmp_path, mode="smoke", export="html")
+    assert "IPKernelApp] WARNING" not in capfd.readouterr().err  # the kernel's start-up noise stays quiet
     html = executed.with_suffix(".html").read_text()
     assert executed.exists() and "Plotly.newPlot" in html
     assert not re.findall(r"""<script[^>]+src=["']?https?://""", html)  # shared exports open offline

@@ -21,6 +21,7 @@ def execute(notebook: str | Path, out_dir: str | Path, mode: str = "smoke", expo
                                # the kernel's start-up warnings (TCP without encryption on a local kernel) are
                                # not the user's business; errors still show
                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    drop_widget_state(executed)
     if export == "html":
         from nbconvert import HTMLExporter
         from traitlets.config import Config
@@ -33,6 +34,16 @@ def execute(notebook: str | Path, out_dir: str | Path, mode: str = "smoke", expo
         body, _ = exporter.from_filename(str(executed))
         executed.with_suffix(".html").write_text(body, encoding="utf-8")
     return executed
+
+
+def drop_widget_state(path: Path) -> None:
+    """Remove the widget state nbclient saves (megabytes of FigureWidget data that a page without a kernel cannot
+    use): each control already carries its figure as static HTML."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    if nb.metadata.pop("widgets", None) is not None:
+        nbformat.write(nb, path)
 
 
 def execute_all(folder: str | Path, out_dir: str | Path, mode: str = "smoke", export: str | None = None) -> list[Path]:

@@ -15,7 +15,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from workbench.hooks.attention import attention_patterns
-from workbench.viz import attention_heatmap
+from workbench.viz import attention_heatmap, figure_html
 
 
 class FigureControl(widgets.VBox):
@@ -23,9 +23,7 @@ class FigureControl(widgets.VBox):
     redraw it, shows the figure as last drawn (the bundle carries it as HTML too)."""
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs) or {}
-        still = go.Figure(self.children[1])._repr_mimebundle_()
-        return {**bundle, **({"text/html": still["text/html"]} if "text/html" in still else {})}
+        return {**(super()._repr_mimebundle_(**kwargs) or {}), "text/html": figure_html(go.Figure(self.children[1]))}
 
 
 def attention_explorer(model, prompts: Int[Tensor, "prompt pos"], layer: int = 0, head: int = 0) -> FigureControl:

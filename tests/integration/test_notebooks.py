@@ -24,6 +24,8 @@ def test_notebook_executes(notebook, tmp_path, monkeypatch, capfd):
     assert executed.exists() and "Plotly.newPlot" in html
     assert not re.findall(r"""<script[^>]+src=["']?https?://""", html)  # shared exports open offline
     assert "VBox(children" not in html  # a figure control exports as its figure, not its widget repr
+    assert html.count("* plotly.js v") == 1  # plotly.js embedded once, however many figures and controls
+    assert "widgets" not in json.loads(executed.read_text())["metadata"]  # no megabytes of widget state
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)

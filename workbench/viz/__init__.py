@@ -7,26 +7,40 @@ from collections.abc import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io._base_renderers import NotebookRenderer  # no public base for custom HTML renderers
 from plotly.subplots import make_subplots
 from torch import Tensor
 
 
+class OfflineNotebookRenderer(NotebookRenderer):
+    """plotly's notebook renderer without its two costs for shared notebooks: the MathJax script it loads from a
+    CDN for every figure, and plotly.js loaded again (megabytes) whenever a figure renders through
+    `_repr_mimebundle_`; `notebook_setup` loads plotly.js once instead."""
+
+    def activate(self) -> None:
+        pass
+
+    def to_mimebundle(self, fig_dict) -> dict[str, str]:
+        return {"text/html": figure_html(fig_dict, self.config)}
+
+
+def figure_html(fig, config: dict | None = None) -> str:
+    """A figure as an HTML fragment for a page that already has plotly.js (`notebook_setup` puts it there)."""
+    return pio.to_html(fig, config=config, include_plotlyjs=False, include_mathjax=False, full_html=False,
+                       default_width="100%", default_height=525, validate=False)
+
+
 def notebook_setup() -> None:
-    """Render figures interactively in JupyterLab *and* in exported HTML, with plotly.js embedded once
-    and nothing fetched from a CDN, so shared executed notebooks show their figures offline."""
-    import plotly.io as pio
-    from plotly.io._base_renderers import NotebookRenderer  # no public base for custom HTML renderers
-
-    class OfflineNotebookRenderer(NotebookRenderer):
-        """plotly's notebook renderer minus the MathJax script it loads from a CDN for every figure."""
-
-        def to_mimebundle(self, fig_dict):
-            html = pio.to_html(fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
-                               full_html=False, default_width="100%", default_height=525, validate=False)
-            return {"text/html": html}
+    """Render figures interactively in JupyterLab *and* in exported HTML, with plotly.js embedded once (by this
+    call) and nothing fetched from a CDN, so shared executed notebooks show their figures offline."""
+    from IPython.display import HTML, display
+    from plotly.offline import get_plotlyjs
 
     pio.renderers["workbench_offline"] = OfflineNotebookRenderer()
     pio.renderers.default = "plotly_mimetype+workbench_offline"
+    config = "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
+    display(HTML(f"{config}<script>{get_plotlyjs()}</script>"))
 
 
 LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}

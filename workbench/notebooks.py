@@ -47,4 +47,27 @@ def drop_widget_state(path: Path) -> None:
 
 
 def execute_all(folder: str | Path, out_dir: str | Path, mode: str = "smoke", export: str | None = None) -> list[Path]:
-    return [execute(nb, out_dir, mode, export) for nb in sorted(Path(folder).glob("*.ipynb"))]
+    """Execute every notebook in `folder`; with HTML export, also write `index.html` linking the pages."""
+    executed = [execute(nb, out_dir, mode, export) for nb in sorted(Path(folder).glob("*.ipynb"))]
+    if export == "html":
+        write_index(executed, Path(out_dir) / "index.html")
+    return executed
+
+
+def write_index(notebooks: list[Path], path: Path) -> Path:
+    """A page linking each exported notebook (`name.html` beside `name.ipynb`) under its first heading."""
+    import html
+
+    import nbformat
+
+    rows = []
+    for notebook in notebooks:
+        cells = nbformat.read(notebook, as_version=4).cells
+        heading = next((line.lstrip("# ").strip() for cell in cells if cell.cell_type == "markdown"
+                        for line in cell.source.splitlines() if line.startswith("# ")), notebook.stem)
+        rows.append(f'<li><a href="{html.escape(notebook.with_suffix(".html").name)}">{html.escape(heading)}</a>'
+                    f" <small>({html.escape(notebook.name)})</small></li>")
+    path.write_text("<!doctype html><meta charset='utf-8'><title>workbench notebooks</title>"
+                    "<h1>workbench notebooks</h1><p>Executed on the shipped models; each page opens offline.</p>"
+                    f"<ul>{''.join(rows)}</ul>\n", encoding="utf-8")
+    return path

@@ -36,3 +36,14 @@ def test_notebook_is_stored_without_outputs(notebook):
     assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
     assert any("parameters" in c.get("metadata", {}).get("tags", []) and 'mode = "shipped"' in "".join(c["source"])
                for c in code)  # papermill injects mode = "smoke" | "quick" after this cell
+
+
+def test_the_index_links_every_exported_notebook_under_its_title(tmp_path):
+    from workbench.notebooks import write_index
+
+    copies = [tmp_path / notebook.name for notebook in NOTEBOOKS]
+    for notebook, copy in zip(NOTEBOOKS, copies, strict=True):
+        copy.write_text(notebook.read_text())
+    page = write_index(copies, tmp_path / "index.html").read_text()
+    assert page.count("<li>") == len(NOTEBOOKS)
+    assert '<a href="05_grokking.html">Grokking modular addition</a>' in page

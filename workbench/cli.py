@@ -7,6 +7,7 @@
     workbench resume RUN_DIR [--json] [--device cpu|cuda|mps|auto]
     workbench runs [--out DIR]
     workbench eval RUN_DIR|data/EXP [--json] [--device …]
+    workbench report RUN_DIR|data/EXP [--out FILE]
     workbench circuit RUN_DIR|data/EXP [--method eap|eap-ig|acdc] [--steps N] [--threshold T] [--pairs N]
                       [--metric margin|loss] [--path SENDER:RECEIVER …] [--json]
     workbench sweep EXP [--smoke|--quick|--full] --grid key=v1,v2 … [--out DIR] [--address ADDR] [--json]
@@ -91,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.add_argument("--device", choices=["cpu", "cuda", "mps", "auto"])
     e.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page (claim, criteria, figures, config, command) "
+                        "for a finished run or data/EXP; opens offline")
+    rp.add_argument("path")
+    rp.add_argument("--out", help="HTML file to write (default: out/reports/<run>.html)")
+    rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser("circuit", help="discover a saved model's circuit on its experiment's clean/corrupted "
                                        "prompts: top edges, faithfulness curve, CPR/CMD, path patching")
@@ -215,6 +222,13 @@ def cmd_eval(args) -> int:
     result = evaluate_saved(args.path, device=args.device)
     print_result(result, args.json)
     return 0 if result["passed"] else 1
+
+
+def cmd_report(args) -> int:
+    from workbench.report import write_report
+
+    print(f"report → {write_report(args.path, args.out)}")
+    return 0
 
 
 def cmd_circuit(args) -> int:

@@ -160,6 +160,8 @@ CASES = [
     Case("resume a finished run", "cli", finished_run, "already finished"),
     Case("corrupt result.json", "cli", corrupt_result, "result.json: result is not valid JSON"),
     Case("resume a non-run", "cli", cli("resume", "{tmp}"), "config.json"),
+    Case("report of a run that has not finished", "cli", cli("report", "{tmp}"),
+         "no result.json; a report needs a finished run"),
     Case("no write permission", "cli", no_write_permission, "cannot create a run here (Permission denied)"),
     Case("disk full on checkpoint", "cli", disk_full, "checkpoint write failed (No space left on device)"),
     Case("NaN loss keeps last good checkpoint", "cli",

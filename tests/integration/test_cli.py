@@ -63,3 +63,14 @@ def test_notebooks_help_documents_every_flag(capsys):
     assert done.value.code == 0
     assert "--execute run every notebook" in text and "without it, list the notebooks" in text
     assert "--export {html} also write each executed notebook" in text and "--out OUT where executed" in text
+
+
+def test_report_is_one_offline_page_with_criteria_figures_and_the_command(tmp_path):
+    from workbench.cli import main
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(REPO / "data" / "set-prompting"), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "Set-based prompting: order independence" in page and "set.max_logit_change" in page
+    assert "workbench run set-prompting --quick" in page and page.count("Plotly.newPlot") >= 2
+    assert page.count("* plotly.js v") == 1 and "<script src" not in page  # embedded once, nothing fetched

@@ -131,7 +131,11 @@ def evaluate(exp: Experiment, cfg: ExperimentConfig, models: Models, run_: Run |
 
 def draw_figures(exp: Experiment, cfg: ExperimentConfig, models: Models, run_: Run | None = None
                  ) -> dict[str, go.Figure]:
-    return exp.figures_variants(models, cfg, run_) if isinstance(models, dict) else exp.figures(models, cfg, run_)
+    """A run's figures; with variants, those comparing them first, then each variant's own (`name.figure`)."""
+    if not isinstance(models, dict):
+        return exp.figures(models, cfg, run_)
+    figures = exp.figures_variants(models, cfg, run_)
+    return dict(sorted(figures.items(), key=lambda item: "." in item[0]))
 
 
 def figures(path: str | Path, device: str | None = None) -> dict[str, go.Figure]:

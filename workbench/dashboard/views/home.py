@@ -18,10 +18,9 @@ for row in catalog():
         st.caption(row["paper"])
         st.write(row["claim"])
         st.table(pd.DataFrame(row["criteria"]).set_index("criterion"))
-        # Drawn from the shipped models on request (seconds), every variant's side by side.
+        # Drawn from the shipped models on request (seconds): comparisons across variants, then each variant's.
         if row["shipped"] in ("pass", "FAIL") and st.toggle("figures", key=f"figures-{row['experiment']}"):
-            figures = cached_figures(str(data_root() / row["experiment"]))
-            shown = sorted(figures.items(), key=lambda item: "." in item[0])  # across variants first, then each
+            shown = list(cached_figures(str(data_root() / row["experiment"])).items())
             for start in range(0, len(shown), 2):
                 for column, (name, fig) in zip(st.columns(2), shown[start:start + 2], strict=False):
                     column.plotly_chart(fig, key=f"{row['experiment']}-{name}")

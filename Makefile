@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: install dashboard test test-all lab notebooks bench lint
+.PHONY: install chromium dashboard test test-all lab notebooks bench lint
 
 install: $(STAMP)
 
@@ -20,10 +20,20 @@ $(STAMP): pyproject.toml
 dashboard: $(STAMP)
 	$(VENV)/bin/workbench dashboard --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium: installed here when we can (root and apt-get), else we stop at once
+# with the command to run.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "error: the browser tests need Debian's chromium; run: sudo apt-get install -y chromium" >&2; exit 1; \
+	  fi; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) chromium
 	$(PY) -m pytest -q -m ''
 
 lab: $(STAMP)
@@ -33,4 +43,4 @@ notebooks: $(STAMP)
 	$(VENV)/bin/workbench notebooks --execute --export html
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check workbench apps tests
+	$(VENV)/bin/ruff check workbench tests

@@ -28,34 +28,27 @@ class FigureControl(widgets.VBox):
 
 def attention_explorer(model, prompts: Int[Tensor, "prompt pos"], layer: int = 0, head: int = 0) -> FigureControl:
     """Layer, head and prompt selectors over an attention heatmap."""
-    layer_box = widgets.Dropdown(options=range(model.cfg.n_layers), value=layer, description="layer")
-    head_box = widgets.Dropdown(options=range(model.cfg.n_heads), value=head, description="head")
-    prompt_box = widgets.IntSlider(value=0, min=0, max=len(prompts) - 1, description="prompt")
 
-    def figure() -> go.Figure:
-        tokens = prompts[prompt_box.value : prompt_box.value + 1]
-        pattern = attention_patterns(model, tokens, [layer_box.value])[layer_box.value][0, head_box.value]
-        return attention_heatmap(pattern, tokens[0].tolist(), f"layer {layer_box.value} head {head_box.value}")
+    def figure(layer: int, head: int, prompt: int) -> go.Figure:
+        tokens = prompts[prompt : prompt + 1]
+        pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
+        return attention_heatmap(pattern, tokens[0].tolist(), f"layer {layer} head {head}")
 
-    shown = go.FigureWidget(figure())
-
-    def update(_change) -> None:
-        new = figure()
-        with shown.batch_update():
-            shown.data[0].update(new.data[0])
-            shown.layout.title = new.layout.title
-
-    for box in (layer_box, head_box, prompt_box):
-        box.observe(update, names="value")
-    return FigureControl([widgets.HBox([layer_box, head_box, prompt_box]), shown])
+    return figure_control(
+        figure,
+        layer=widgets.Dropdown(options=range(model.cfg.n_layers), value=layer, description="layer"),
+        head=widgets.Dropdown(options=range(model.cfg.n_heads), value=head, description="head"),
+        prompt=widgets.IntSlider(value=0, min=0, max=len(prompts) - 1, description="prompt"))
 
 
-def figure_control(make: Callable[..., go.Figure], **choices: Sequence) -> FigureControl:
-    """A figure redrawn by `make(**values)` whenever a control changes: one dropdown per keyword, over the
-    values given (numbers get a selection slider), e.g. `figure_control(max_weight_figure, s=[0.2, 0.43, 1.0])`."""
-    controls = {name: (widgets.SelectionSlider if all(isinstance(v, int | float) for v in values)
-                       else widgets.Dropdown)(options=list(values), value=list(values)[0], description=name)
-                for name, values in choices.items()}
+def figure_control(make: Callable[..., go.Figure], **choices: Sequence | widgets.ValueWidget) -> FigureControl:
+    """A figure redrawn by `make(**values)` whenever a control changes. Each keyword is a control of its own
+    (any ipywidgets value widget) or the values to choose from: a selection slider for numbers, else a dropdown;
+    e.g. `figure_control(max_weight_figure, s=[0.2, 0.43, 1.0])`."""
+    controls = {name: choice if isinstance(choice, widgets.ValueWidget) else
+                (widgets.SelectionSlider if all(isinstance(v, int | float) for v in choice) else widgets.Dropdown)(
+                    options=list(choice), value=list(choice)[0], description=name)
+                for name, choice in choices.items()}
     shown = go.FigureWidget(make(**{name: box.value for name, box in controls.items()}))
 
     def update(_change) -> None:
@@ -68,4 +61,3 @@ def figure_control(make: Callable[..., go.Figure], **choices: Sequence) -> Figur
     for box in controls.values():
         box.observe(update, names="value")
     return FigureControl([widgets.HBox(list(controls.values())), shown])
-

@@ -18,3 +18,21 @@ def test_figure_control_redraws_on_every_control():
     dropdown.value = "b"
     assert len(shown.data) == 1 and list(shown.data[0].y) == [0, 3.0] and shown.data[0].name == "b"
     assert shown.layout.title.text == "b: slope 3.0"
+
+
+def test_attention_explorer_redraws_the_chosen_head():
+    import torch
+
+    from workbench.hooks.attention import attention_patterns
+    from workbench.models import ModelConfig, build_model
+    from workbench.widgets import attention_explorer
+
+    model = build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2, n_ctx=8, d_vocab=10), seed=0).eval()
+    prompts = torch.randint(0, 10, (3, 6), generator=torch.Generator().manual_seed(0))
+    box = attention_explorer(model, prompts, layer=1, head=0)
+    layer, head, prompt = box.children[0].children
+    assert box.children[1].layout.title.text == "layer 1 head 0"
+    head.value, prompt.value = 1, 2
+    expected = attention_patterns(model, prompts[2:3], [1])[1][0, 1]
+    assert box.children[1].layout.title.text == "layer 1 head 1"
+    assert torch.allclose(torch.tensor(box.children[1].data[0].z, dtype=torch.float), expected, atol=1e-6)

@@ -68,6 +68,6 @@ def write_index(notebooks: list[Path], path: Path) -> Path:
         rows.append(f'<li><a href="{html.escape(notebook.with_suffix(".html").name)}">{html.escape(heading)}</a>'
                     f" <small>({html.escape(notebook.name)})</small></li>")
     path.write_text("<!doctype html><meta charset='utf-8'><title>workbench notebooks</title>"
-                    "<h1>workbench notebooks</h1><p>Executed on the shipped models; each page opens offline.</p>"
+                    "<h1>workbench notebooks</h1><p>Executed notebooks; each page opens offline.</p>"
                     f"<ul>{''.join(rows)}</ul>\n", encoding="utf-8")
     return path

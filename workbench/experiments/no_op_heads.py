@@ -41,6 +41,11 @@ def kind_of(variant: str) -> str:
     return variant.rsplit("-s", 1)[0]
 
 
+def line_style(variant: str) -> dict:
+    """Colour by attention kind; seed 0 solid, other seeds dotted."""
+    return {"color": COLOURS.get(kind_of(variant)), "dash": "solid" if variant.endswith("-s0") else "dot"}
+
+
 def seeded_variants(seeds: tuple[int, ...] = (0, 1)) -> dict[str, dict]:
     return {f"{kind}-s{seed}": {"seed": seed, "model": {"attention": attention}}
             for kind, attention in KINDS.items() for seed in seeds}
@@ -165,8 +170,9 @@ class NoOpHeads(Experiment):
         other tokens, one panel per model."""
         fig = make_subplots(rows=len(models), cols=1, shared_xaxes=True, subplot_titles=list(models),
                             vertical_spacing=0.08)
+        held_out = self.eval_batch(cfg).tokens  # one sample for every panel
         for row, model in enumerate(models.values(), start=1):
-            tokens = self.eval_batch(cfg).to(device_of(model)).tokens
+            tokens = held_out.to(device_of(model))
             sinks, block = self.sinks(tokens), layer % model.cfg.n_layers
             for label, where, colour in (("BOS / delimiters", sinks, "#d62728"), ("other tokens", ~sinks, "#7f7f7f")):
                 fig.add_trace(go.Bar(y=dimension_maxima(model, tokens, block, where).cpu(), name=label,
@@ -181,11 +187,9 @@ def outliers_by_layer(outliers: dict[str, dict[str, list[float]]]) -> go.Figure:
     """Residual ∞-norm and kurtosis per layer, one line per variant, coloured by attention kind."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("residual ∞-norm", "residual kurtosis (log)"))
     for name, values in outliers.items():
-        kind = kind_of(name)
         layers = list(range(len(values["resid_max"])))
-        style = {"color": COLOURS.get(kind), "dash": "solid" if name.endswith("s0") else "dot"}
         for col, key in ((1, "resid_max"), (2, "resid_kurtosis")):
-            fig.add_trace(go.Scatter(x=layers, y=values[key], name=name, mode="lines+markers", line=style,
+            fig.add_trace(go.Scatter(x=layers, y=values[key], name=name, mode="lines+markers", line=line_style(name),
                                      legendgroup=name, showlegend=col == 1), row=1, col=col)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="layer", dtick=1)
@@ -216,7 +220,6 @@ def variant_curves(rows: dict[str, list[dict]], key: str) -> go.Figure:
     for name, log in rows.items():
         points = [r for r in log if key in r]
         fig.add_trace(go.Scatter(x=[r["step"] for r in points], y=[r[key] for r in points], name=name, mode="lines",
-                                 line={"color": COLOURS.get(kind_of(name)),
-                                       "dash": "solid" if name.endswith("s0") else "dot"}))
+                                 line=line_style(name)))
     fig.update_layout(title=f"training {key} per variant", xaxis_title="step", yaxis_title=key, **LAYOUT)
     return fig

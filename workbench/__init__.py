@@ -18,6 +18,13 @@ def load_model(path, variant: str | None = None, step: int | None = None, device
     return load(path, variant=variant, step=step, device=device).model
 
 
+def load(path, variant: str | None = None, step: int | None = None, device: str | None = None):
+    """`Loaded(experiment, config, model)` of a run directory or `data/<experiment>` (a variant's, a snapshot's)."""
+    from workbench.experiments.runner import load as _load
+
+    return _load(path, variant=variant, step=step, device=device)
+
+
 def snapshots(path, variant: str | None = None) -> list[int]:
     """The training steps at which a saved run kept model snapshots."""
     from workbench.experiments.runner import snapshots as _snapshots

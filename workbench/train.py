@@ -11,7 +11,10 @@ its own schedule and a `setup(model)` run when it starts. A checkpoint in phase 
 model that has had the setups of phases 1..p applied.
 
 Snapshots: model-only safetensors at roughly log-spaced steps (`snapshots/step-N.safetensors`), kept
-apart from the pruned resume checkpoints, so figures can be replayed over training.
+apart from the pruned resume checkpoints, so figures can be replayed over training. Log-spaced steps are sparse
+where a phase change happens (induction heads form within ~100 steps), so with `dense_windows` the trainer also
+snapshots every evaluation and, inside the evaluation intervals whose metrics moved most, every eval_every/10
+steps (`DenseWindows`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 from workbench.config import Config, ConfigError
 from workbench.device import device_of
 from workbench.models.io import load_state, load_weights, read_metadata, save_weights
-from workbench.runs import Run
+from workbench.runs import Run, step_files
 from workbench.tasks.base import Batch, LossName, Task, check_objective
 
 CHECKPOINT_FORMAT = "workbench-checkpoint-2"  # 2: optimizer state keyed by parameter name
@@ -52,6 +55,8 @@ class TrainConfig(Config):
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
     snapshots: int = Field(30, ge=0, description="model-only snapshots at log-spaced steps (0: none)")
+    dense_windows: int = Field(0, ge=0, description="eval intervals whose metrics moved most that keep a snapshot "
+                               "every eval_every/10 steps; every eval step is snapshotted too (0: none)")
 
 
 class TrainingDiverged(RuntimeError):
@@ -107,6 +112,74 @@ def snapshot_steps(total: int, count: int, extra: tuple[int, ...] = ()) -> list[
     ratio = total ** (1 / max(1, count - 2))
     steps = {0, total, *extra} | {min(total, round(ratio**i)) for i in range(count - 1)}
     return sorted(steps)
+
+
+class DenseWindows:
+    """Snapshots dense where training moves fast. Between two evaluations the trainer writes a snapshot every
+    `every` steps into snapshots/pending/. At each evaluation the interval just ended is scored by how far its
+    metrics moved: the largest |Δ| over the numeric metrics, each divided by that metric's range over the
+    evaluations so far. The `keep` best-scoring intervals keep their snapshots (moved into snapshots/); the
+    others are deleted. The evaluations and kept intervals live in snapshots/dense.json, so a resumed run
+    decides as an uninterrupted one would."""
+
+    def __init__(self, folder: Path, keep: int, every: int):
+        self.folder, self.keep, self.every = folder, keep, every
+        self.pending, self.state_file = folder / "pending", folder / "dense.json"
+        saved = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        self.evals: dict[int, dict[str, float]] = {int(k): v for k, v in saved.get("evals", {}).items()}
+        self.windows: list[dict] = saved.get("windows", [])
+
+    def wants(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def score(self, window: dict) -> float:
+        before, after = self.evals[window["start"]], self.evals[window["end"]]
+        moved = 0.0
+        for key in before.keys() & after.keys():
+            seen = [e[key] for e in self.evals.values() if key in e]
+            spread = max(seen) - min(seen)
+            if spread > 0:
+                moved = max(moved, abs(after[key] - before[key]) / spread)
+        return moved
+
+    def after_eval(self, step: int, metrics: dict) -> None:
+        """Score the interval ending at `step`; keep it or drop its pending snapshots."""
+        self.evals[step] = {k: float(v) for k, v in metrics.items()
+                            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+        earlier = [s for s in self.evals if s < step]
+        pending = step_files(self.pending)
+        if earlier:
+            window = {"start": max(earlier), "end": step, "steps": [s for s in pending if max(earlier) < s < step]}
+            self.windows.append(window)
+            for s in window["steps"]:
+                pending[s].replace(self.folder / pending[s].name)
+            self.windows.sort(key=self.score, reverse=True)
+            for dropped in self.windows[self.keep:]:
+                self._delete(dropped["steps"])
+            self.windows = sorted(self.windows[: self.keep], key=lambda w: w["start"])
+        for path in step_files(self.pending).values():
+            path.unlink()
+        self._save()
+
+    def rewind(self, step: int) -> None:
+        """Forget what came after `step` (a resumed run redoes it)."""
+        self.evals = {s: e for s, e in self.evals.items() if s <= step}
+        for window in [w for w in self.windows if w["end"] > step]:
+            self._delete(window["steps"])
+            self.windows.remove(window)
+        for s, path in step_files(self.pending).items():
+            if s > step:
+                path.unlink()
+        self._save()
+
+    def _delete(self, steps: list[int]) -> None:
+        for s in steps:
+            (self.folder / f"step-{s}.safetensors").unlink(missing_ok=True)
+
+    def _save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {"every": self.every, "evals": self.evals, "windows": self.windows}
+        self.state_file.write_text(json.dumps(state, indent=1))
 
 
 # --- losses: per position, masked by the caller; a task names which one it trains with ---
@@ -193,6 +266,10 @@ class Trainer:
         self.evaluate, self.callback, self.progress_bar = evaluate, callback, progress_bar
         first = self.phases[0].train
         self.snapshot_at = set(snapshot_steps(self.total, first.snapshots, tuple(self.starts)))
+        self.dense = None
+        if first.dense_windows and first.eval_every and evaluate is not None and run is not None:
+            self.snapshot_at |= set(range(0, self.total, first.eval_every)) | {self.total}
+            self.dense = DenseWindows(run.path / "snapshots", first.dense_windows, max(1, first.eval_every // 10))
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.step, self.phase = 0, -1  # no phase entered yet
@@ -271,6 +348,10 @@ class Trainer:
             self.run.log({"step": step, **losses, "lr": lr, **phase, **metrics})
         if self.run and step in self.snapshot_at:
             self.save_snapshot()
+        elif self.dense and self.dense.wants(step):
+            self._write(self.model.state_dict(), self.dense.pending / f"step-{step}.safetensors", self._snapshot_meta())
+        if self.dense and metrics:
+            self.dense.after_eval(step, metrics)
         if self.run and (step % cfg.checkpoint_every == 0 or step == self.total):
             self.save_checkpoint()
         bar.update(1)
@@ -285,12 +366,15 @@ class Trainer:
         return (f"loss became {value} at step {self.step + 1}; training stopped, {kept}. "
                 f"Try a lower train.lr (now {self.cfg.lr}) or train.grad_clip")
 
-    # --- snapshots: model only, log-spaced, never pruned ---
+    # --- snapshots: model only, log-spaced (and dense windows), never pruned ---
     def save_snapshot(self) -> None:
         if self.run is None or self.step not in self.snapshot_at:
             return
-        meta = {"step": str(self.step), "phase": self.phases[max(self.phase, 0)].name}
-        self._write(self.model.state_dict(), self.run.path / "snapshots" / f"step-{self.step}.safetensors", meta)
+        path = self.run.path / "snapshots" / f"step-{self.step}.safetensors"
+        self._write(self.model.state_dict(), path, self._snapshot_meta())
+
+    def _snapshot_meta(self) -> dict[str, str]:
+        return {"step": str(self.step), "phase": self.phases[max(self.phase, 0)].name}
 
     # --- checkpoints: model + optimizer (by parameter name) + RNG in one safetensors file ---
     def save_checkpoint(self) -> Path:
@@ -344,3 +428,5 @@ class Trainer:
         self.step = step
         if self.run is not None:
             self.run.truncate_metrics(step)
+        if self.dense is not None:
+            self.dense.rewind(step)

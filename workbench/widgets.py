@@ -8,6 +8,7 @@ Controls update a plotly `FigureWidget` in place instead of re-rendering through
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -30,15 +31,27 @@ def attention_explorer(model, prompts: Int[Tensor, "prompt pos"], layer: int = 0
     """Layer, head and prompt selectors over an attention heatmap."""
 
     def figure(layer: int, head: int, prompt: int) -> go.Figure:
-        tokens = prompts[prompt : prompt + 1]
-        pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
-        return attention_heatmap(pattern, tokens[0].tolist(), f"layer {layer} head {head}")
+        return head_attention(model, prompts[prompt : prompt + 1], layer, head)
 
     return figure_control(
         figure,
         layer=widgets.Dropdown(options=range(model.cfg.n_layers), value=layer, description="layer"),
         head=widgets.Dropdown(options=range(model.cfg.n_heads), value=head, description="head"),
         prompt=widgets.IntSlider(value=0, min=0, max=len(prompts) - 1, description="prompt"))
+
+
+def attention_over_training(path: str | Path, tokens: Int[Tensor, "1 pos"], layer: int, head: int,
+                            variant: str | None = None) -> FigureControl:
+    """A training-step slider over a run's snapshots redrawing one head's attention map on `tokens`: watch a
+    head form."""
+    return snapshot_slider(path, lambda model, step: head_attention(model, tokens, layer, head, f" at step {step}"),
+                           variant)
+
+
+def head_attention(model, tokens: Int[Tensor, "1 pos"], layer: int, head: int, note: str = "") -> go.Figure:
+    pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
+    labels = model.to_str_tokens(tokens[0]) if hasattr(model, "to_str_tokens") else tokens[0].tolist()
+    return attention_heatmap(pattern, labels, f"layer {layer} head {head}{note}")
 
 
 def figure_control(make: Callable[..., go.Figure], **choices: Sequence | widgets.ValueWidget) -> FigureControl:
@@ -61,3 +74,19 @@ def figure_control(make: Callable[..., go.Figure], **choices: Sequence | widgets
     for box in controls.values():
         box.observe(update, names="value")
     return FigureControl([widgets.HBox(list(controls.values())), shown])
+
+
+def snapshot_slider(path: str | Path, draw: Callable[[object, int], go.Figure], variant: str | None = None,
+                    step: int | None = None) -> FigureControl:
+    """A training-step slider over a saved run's snapshots, redrawing `draw(model, step)` with the snapshot's
+    model, e.g. `snapshot_slider("data/induction", lambda m, s: attention_heatmap(...))`; starts at `step`
+    (default: the last snapshot)."""
+    from workbench.experiments.runner import load, snapshots
+
+    steps = snapshots(path, variant)
+    if not steps:
+        raise ValueError(f"{path}: no snapshots to replay")
+    slider = widgets.SelectionSlider(options=steps, value=step if step in steps else steps[-1],
+                                     description="step", continuous_update=False,
+                                     layout=widgets.Layout(width="640px"))
+    return figure_control(lambda step: draw(load(path, variant=variant, step=step).model, step), step=slider)

@@ -168,3 +168,21 @@ def test_circuits_page_runs_patching_and_discovery(server, page):
              && p.data[0].z.length === 2)""", timeout=TIMEOUT)
     wait_for_render(page)
     assert_clean(page)
+
+
+def test_dynamics_step_slider_changes_the_attention_map(server, page):
+    page.goto(f"{server}/dynamics")
+    title = "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text)" \
+            ".find(t => t && t.includes('layer ')) || ''"
+    page.wait_for_function(f"() => ({title})().includes('at step 3000')", timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    slider = page.get_by_role("slider")
+    slider.focus()
+    for _ in range(8):  # back through the late log-spaced snapshots into the dense window where the head forms
+        page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"() => ({title})().includes('at step ') && !({title})().includes('at step 3000')",
+                           timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    assert "layer " in page.evaluate(title)

@@ -26,7 +26,7 @@ def page(name):
     return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
 
 
-@pytest.mark.parametrize("name", ["home", "attention", "icl", "codebooks", "circuits", "train",
+@pytest.mark.parametrize("name", ["home", "attention", "dynamics", "icl", "codebooks", "circuits", "train",
                                   "performance"])
 def test_every_page_renders_without_exception(name, runs_root):
     assert not page(name).exception
@@ -149,3 +149,26 @@ def test_home_draws_a_shipped_experiments_figures_with_its_variants_side_by_side
         "copying beyond the training length", "where copying breaks"]
     names = {trace.get("name") for trace in specs[0]["data"]}
     assert {"learned", "rotary", "alibi", "relative-bias", "none"} <= names  # every encoding in one figure
+
+
+def test_dynamics_step_slider_replays_the_induction_head_forming(runs_root):
+    """Early in training the best head's pattern is diffuse; at the end it is the induction stripe: moving the
+    slider redraws the map from that snapshot."""
+    at = page("dynamics")
+    assert not at.exception
+    assert at.selectbox[0].value == "shipped: induction"
+    assert "Dense snapshots over steps 200–300" in " ".join(c.value for c in at.caption)
+    slider = at.select_slider[0]
+    steps = slider.options
+    assert len([s for s in steps if 200 <= int(s) <= 300]) >= 10  # dense where the head forms
+
+    def best_map():
+        return next(c for c in at.get("plotly_chart") if json.loads(c.proto.spec)["layout"]["title"]["text"]
+                    .startswith("layer "))
+
+    final = json.loads(best_map().proto.spec)
+    slider.set_value(200).run()
+    assert not at.exception
+    early = json.loads(best_map().proto.spec)
+    assert early["layout"]["title"]["text"].endswith("at step 200")
+    assert early["data"][0]["z"] != final["data"][0]["z"]

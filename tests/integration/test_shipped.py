@@ -1,7 +1,10 @@
 """The models shipped in data/ still meet their criteria when re-evaluated from disk."""
 
+from pathlib import Path
+
 import pytest
 
+import workbench
 from workbench import experiments
 from workbench.config import read_json
 from workbench.experiments.runner import evaluate_saved
@@ -32,7 +35,6 @@ def test_shipped_model_reproduces_its_result_and_verdict(name):
 
 
 def test_ship_refuses_unfinished_and_failed_runs_and_replaces_whole(tmp_path):
-    import workbench
     from workbench.config import ConfigError
     from workbench.experiments.runner import ship
     from workbench.runs import Run
@@ -53,10 +55,32 @@ def test_ship_refuses_unfinished_and_failed_runs_and_replaces_whole(tmp_path):
                                                         "result.json", "snapshots"]
     assert not list((tmp_path / "data").glob(".*"))  # no staging or old copies left
     from workbench.experiments import get
-    from workbench.experiments.runner import thin
+    from workbench.experiments.runner import dense_steps, thin
 
     shipped, kept = workbench.snapshots(target), workbench.snapshots(failed["run_dir"])
+    dense = dense_steps(Path(failed["run_dir"]) / "snapshots")  # dense windows ship whole, the rest thinned
+    assert dense and dense <= set(shipped) and dense_steps(target / "snapshots") == dense
     keep = get("induction").shipped_snapshots
-    assert shipped == thin(kept, keep) and len(shipped) == min(len(kept), keep)
+    assert shipped == sorted(set(thin([s for s in kept if s not in dense], keep)) | dense)
     assert shipped[0] == 0 and shipped[-1] == kept[-1]
     assert evaluate_saved(target)["metrics"] == pytest.approx(failed["metrics"], rel=1e-5)
+
+
+def test_shipped_induction_snapshots_show_the_head_forming_step_by_step():
+    """The phase change (layer-1 induction score ~0.05 → ~0.8 within ~100 steps) falls in a dense window, so
+    several snapshots catch the head half-formed; `over_training` scores every snapshot."""
+    from workbench.experiments import get
+    from workbench.experiments.runner import load
+    from workbench.hooks import over_training
+    from workbench.hooks.attention import head_scores
+
+    exp, cfg, _ = load(DATA_ROOT / "induction")
+    segment = cfg.task.max_segment
+    tokens = exp.eval_batch(cfg, segment=segment).tokens
+    table = over_training(DATA_ROOT / "induction", lambda m: head_scores(m, tokens, segment=segment))
+    induction = table[table.layer == 1].groupby("step")["induction"].max()
+    assert list(induction.index) == workbench.snapshots(DATA_ROOT / "induction")
+    assert induction.iloc[0] < 0.1 and induction.iloc[-1] > 0.9
+    forming = induction[(induction > 0.1) & (induction < 0.75)]
+    assert len(forming) >= 4, induction.round(2).to_dict()
+    assert get("induction").Config().train.dense_windows > 0

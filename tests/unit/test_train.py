@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -129,3 +130,42 @@ def test_weights_refuse_wrong_shapes_and_non_safetensors(tmp_path):
     (tmp_path / "trunc.safetensors").write_bytes(path.read_bytes()[:100])
     with pytest.raises(ConfigError, match="not a valid safetensors"):
         load_weights(tmp_path / "trunc.safetensors")
+
+
+def jump_at(step_of_jump: int, eval_every: int):
+    """An evaluation whose metric jumps 0 → 1 in the eval interval ending at `step_of_jump` (and drifts a little
+    elsewhere), counting evaluations to know the step."""
+    calls = {"n": 0}
+
+    def evaluate(model):
+        calls["n"] += 1
+        step = calls["n"] * eval_every
+        return {"score": (1.0 if step >= step_of_jump else 0.0) + 0.01 * step / eval_every, "label": "text"}
+    return evaluate
+
+
+def test_dense_windows_keep_snapshots_where_the_metrics_moved_most(tmp_path):
+    cfg = TrainConfig(steps=60, batch_size=4, eval_every=10, warmup_steps=0, snapshots=0, dense_windows=1)
+    run = Run.create(tmp_path, "d", {}, "smoke", "")
+    Trainer(tiny_model(), TASK, cfg, seed=0, run=run, evaluate=jump_at(40, 10), progress_bar=False).fit()
+    # every eval step, and each step of the interval (30, 40] where the score jumped; nothing pending
+    assert list(run.snapshots()) == [0, 10, 20, 30, *range(31, 40), 40, 50, 60]
+    assert not list((run.path / "snapshots" / "pending").glob("*.safetensors"))
+    state = json.loads((run.path / "snapshots" / "dense.json").read_text())
+    assert [(w["start"], w["end"]) for w in state["windows"]] == [(30, 40)]
+
+
+def test_dense_windows_resume_as_the_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(steps=60, batch_size=4, eval_every=10, warmup_steps=0, snapshots=0, dense_windows=2,
+                      checkpoint_every=20, log_every=1)
+    full = Run.create(tmp_path, "full", {}, "smoke", "")
+    Trainer(tiny_model(), TASK, cfg, seed=0, run=full, evaluate=jump_at(50, 10), progress_bar=False).fit()
+    part = Run.create(tmp_path, "part", {}, "smoke", "")
+    with pytest.raises(Interrupt):  # past the jump and its eval, so the rewind must undo a kept window
+        Trainer(tiny_model(), TASK, cfg, seed=0, run=part, evaluate=jump_at(50, 10), progress_bar=False,
+                callback=stop_at(55)).fit()
+    evaluate = jump_at(50, 10)
+    evaluate(None), evaluate(None), evaluate(None), evaluate(None)  # the resumed run evaluates from step 50
+    Trainer(tiny_model(), TASK, cfg, seed=0, run=part, evaluate=evaluate, progress_bar=False).fit()
+    assert list(part.snapshots()) == list(full.snapshots())
+    assert (part.path / "snapshots" / "dense.json").read_text() == (full.path / "snapshots" / "dense.json").read_text()

@@ -36,3 +36,18 @@ def test_attention_explorer_redraws_the_chosen_head():
     expected = attention_patterns(model, prompts[2:3], [1])[1][0, 1]
     assert box.children[1].layout.title.text == "layer 1 head 1"
     assert torch.allclose(torch.tensor(box.children[1].data[0].z, dtype=torch.float), expected, atol=1e-6)
+
+
+def test_snapshot_slider_redraws_from_the_chosen_snapshot():
+    import workbench
+    from workbench.runs import data_root
+    from workbench.widgets import snapshot_slider
+
+    path = data_root() / "induction"
+    steps = workbench.snapshots(path)
+    box = snapshot_slider(path, lambda model, step: line(float(model.W_E.sum().detach()), f"step {step}"))
+    slider = box.children[0].children[0]
+    assert box.children[1].layout.title.text.startswith(f"step {steps[-1]}:")
+    slider.value = steps[3]
+    assert box.children[1].layout.title.text.startswith(f"step {steps[3]}:")
+    assert box.children[1].data[0].y[1] == float(workbench.load_model(path, step=steps[3]).W_E.sum().detach())

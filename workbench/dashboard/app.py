@@ -16,6 +16,7 @@ pages = {
     "workbench": [
         st.Page("views/home.py", title="Home", default=True),
         st.Page("views/attention.py", title="Attention"),
+        st.Page("views/dynamics.py", title="Training dynamics"),
         st.Page("views/icl.py", title="In-context learning"),
         st.Page("views/codebooks.py", title="Codebooks"),
         st.Page("views/circuits.py", title="Circuits"),

@@ -1,14 +1,40 @@
-"""What several dashboard pages share: one cached model loader (a model opened on one page is warm on the
-others) that turns a load failure into one readable error on the page, cached figures of a shipped run, and a typed
-token-id prompt."""
+"""What several dashboard pages share: a model picker, one cached model loader (a model opened on one page is
+warm on the others) that turns a load failure into one readable error on the page, cached figures of a saved run
+(also at a snapshot), and a typed token-id prompt."""
 
+from collections.abc import Callable
+
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from torch import Tensor
 
+from workbench import experiments
 from workbench.config import ConfigError
-from workbench.experiments.runner import Loaded, ModelRef, figures, load
+from workbench.experiments.runner import Loaded, ModelRef, figures, load, saved_models
+from workbench.hooks import over_training
+from workbench.hooks.attention import head_scores
 from workbench.tasks import parse_token_ids
+
+
+def family(experiment: str | None) -> str:
+    try:
+        return experiments.get(experiment or "?").family
+    except ConfigError:
+        return "?"
+
+
+def model_picker(keep: Callable[[ModelRef], bool] = lambda ref: True,
+                 none_message: str = "No saved models: ship one with `workbench run induction --quick --ship` or "
+                                     "train on the Train page.") -> ModelRef:
+    """A select box over the saved models that `keep` accepts, attention-family ones first (the views' default
+    is a model whose phenomenon is an attention pattern); the page stops with `none_message` if there are none."""
+    models = {label: ref for label, ref in saved_models().items() if keep(ref)}
+    if not models:
+        st.warning(none_message)
+        st.stop()
+    return models[st.selectbox("model", sorted(models, key=lambda label: family(models[label].experiment)
+                                                      != "attention"))]
 
 
 @st.cache_resource(show_spinner="loading model…")
@@ -19,6 +45,19 @@ def cached_load(path: str, variant: str | None, step: int | None = None) -> Load
 @st.cache_resource(show_spinner="drawing figures…")
 def cached_figures(path: str) -> dict[str, go.Figure]:
     return figures(path)
+
+
+@st.cache_resource(show_spinner="drawing figures at this snapshot…", max_entries=32)
+def cached_figures_at(path: str, step: int) -> dict[str, go.Figure]:
+    return figures(path, step=step)
+
+
+@st.cache_data(show_spinner="scoring heads at every snapshot…")
+def cached_scores_over_training(path: str, variant: str | None) -> pd.DataFrame:
+    """Head scores on the experiment's sample prompt at every snapshot."""
+    exp, cfg, _ = cached_load(path, variant)
+    tokens = exp.sample_prompt(cfg, 0)
+    return over_training(path, lambda model: head_scores(model, tokens.to(model.device)), variant)
 
 
 def load_or_stop(ref: ModelRef, step: int | None = None) -> Loaded:

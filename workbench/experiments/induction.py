@@ -27,7 +27,10 @@ class InductionConfig(ExperimentConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=0, n_ctx=64, d_vocab=64,
                                      positional="rotary")
     task: RepeatedTokensConfig = RepeatedTokensConfig()
-    train: TrainConfig = TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=100)
+    # dense_windows: the head forms within ~100 steps (near step 250), so that interval keeps a snapshot every
+    # 10 steps and the step slider shows it forming
+    train: TrainConfig = TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=100,
+                                     dense_windows=2)
     eval_batch: int = Field(256, ge=1, description="sequences used to score heads and losses")
     eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 

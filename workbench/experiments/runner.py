@@ -3,13 +3,14 @@ validate → create run → train → evaluate → check criteria → save → f
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -138,10 +139,10 @@ def draw_figures(exp: Experiment, cfg: ExperimentConfig, models: Models, run_: R
     return dict(sorted(figures.items(), key=lambda item: "." in item[0]))
 
 
-def figures(path: str | Path, device: str | None = None) -> dict[str, go.Figure]:
+def figures(path: str | Path, device: str | None = None, step: int | None = None) -> dict[str, go.Figure]:
     """Every figure of a saved run or `data/<experiment>` (a variant's prefixed `name.`), drawn now from its
-    models and training log."""
-    exp, cfg, models = load_models(path, device)
+    models (their snapshots at training `step` if given) and training log."""
+    exp, cfg, models = load_models(path, device, step)
     return draw_figures(exp, cfg, models, Run(path))
 
 
@@ -226,12 +227,29 @@ def snapshots(path: str | Path, variant: str | None = None) -> list[int]:
     return list((saved.variant(variant) if variant else saved).snapshots())
 
 
-def load_models(path: str | Path, device: str | None = None) -> tuple[Experiment, ExperimentConfig, Models]:
-    """Every model of a saved run: one, or a dict by variant (what `evaluate` needs)."""
+def dense_windows(path: str | Path, variant: str | None = None) -> list[tuple[int, int]]:
+    """The (start, end) steps of the intervals where a run kept dense snapshots (its metrics moved most)."""
+    saved = Run(path)
+    state = (saved.variant(variant) if variant else saved).path / "snapshots" / "dense.json"
+    return [(w["start"], w["end"]) for w in json.loads(state.read_text())["windows"]] if state.exists() else []
+
+
+def snapshot_models(path: str | Path, variant: str | None = None, steps: list[int] | None = None,
+                    device: str | None = None) -> Iterator[tuple[int, nn.Module]]:
+    """(step, model) for each snapshot of a run (or of `steps`), loaded one at a time, oldest first."""
+    saved, exp, cfg = open_saved(path, device)
+    for step in steps if steps is not None else snapshots(path, variant):
+        yield step, load_opened(saved, exp, cfg, variant=variant, step=step).model
+
+
+def load_models(path: str | Path, device: str | None = None, step: int | None = None
+                ) -> tuple[Experiment, ExperimentConfig, Models]:
+    """Every model of a saved run (their snapshots at `step` if given): one, or a dict by variant (what
+    `evaluate` needs)."""
     saved, exp, cfg = open_saved(path, device)
     if not cfg.variants:
-        return exp, cfg, load_opened(saved, exp, cfg).model
-    return exp, cfg, {v: load_opened(saved, exp, cfg, variant=v).model for v in cfg.variants}
+        return exp, cfg, load_opened(saved, exp, cfg, step=step).model
+    return exp, cfg, {v: load_opened(saved, exp, cfg, variant=v, step=step).model for v in cfg.variants}
 
 
 def experiment_path(name: str, mode: str = "shipped", **run_kwargs) -> Path:
@@ -304,11 +322,21 @@ def copy_entries(source: Path, dest: Path, entries: tuple[str, ...], snapshots: 
         if entry == "snapshots":
             snaps = Run(source).snapshots()
             (dest / entry).mkdir()
-            for step in thin(list(snaps), snapshots):
+            dense = dense_steps(source / entry)  # the dense windows, with their ends, are kept whole
+            if (source / entry / "dense.json").exists():
+                shutil.copyfile(source / entry / "dense.json", dest / entry / "dense.json")
+            for step in sorted(set(thin([s for s in snaps if s not in dense], snapshots)) | (dense & set(snaps))):
                 state = {k: v.half() if v.is_floating_point() else v for k, v in load_weights(snaps[step]).items()}
                 save_weights(state, dest / entry / snaps[step].name, read_metadata(snaps[step]))
         elif (source / entry).exists():
             shutil.copyfile(source / entry, dest / entry)
+
+
+def dense_steps(folder: Path) -> set[int]:
+    """The steps of a run's dense snapshot windows (see `train.DenseWindows`), ends included."""
+    state = folder / "dense.json"
+    windows = json.loads(state.read_text())["windows"] if state.exists() else []
+    return {s for w in windows for s in (w["start"], *w["steps"], w["end"])}
 
 
 def thin(steps: list[int], keep: int) -> list[int]:

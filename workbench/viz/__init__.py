@@ -98,13 +98,34 @@ def loss_by_position(losses: Tensor, boundaries: dict[str, int] | None = None) -
     return fig
 
 
-def training_curves(rows: list[dict], keys: Sequence[str]) -> go.Figure:
-    """One panel per metric key, against step; keys missing from the log are skipped."""
+def training_curves(rows: list[dict], keys: Sequence[str], at_step: int | None = None, log_x: bool = False
+                    ) -> go.Figure:
+    """One panel per metric key, against step (log-scaled with `log_x`: early phase changes get room); keys
+    missing from the log are skipped; `at_step` marks a step (the snapshot a step slider shows; step 0 at 1 on a
+    log axis) on every panel."""
     keys = [k for k in keys if any(k in r for r in rows)]
     fig = make_subplots(rows=1, cols=max(1, len(keys)), subplot_titles=keys)
     for i, key in enumerate(keys, start=1):
         points = [(r["step"], r[key]) for r in rows if key in r]
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=key), row=1, col=i)
-        fig.update_xaxes(title_text="step", row=1, col=i)
+        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", row=1, col=i)
+        if at_step is not None and points:
+            values = [p[1] for p in points]
+            vertical_marker(fig, max(at_step, 1), f"step {at_step}", (min(values), max(values)), row=1, col=i)
     fig.update_layout(title="training", showlegend=False, height=320, **LAYOUT)
+    return fig
+
+
+def score_over_training(table: pd.DataFrame, score: str, at_step: int | None = None, log_x: bool = False
+                        ) -> go.Figure:
+    """One line per head of a head score against training step, from `hooks.over_training(path, head_scores)`;
+    `at_step` marks a step."""
+    fig = go.Figure()
+    for (layer, head), rows in table.groupby(["layer", "head"]):
+        fig.add_trace(go.Scatter(x=rows["step"], y=rows[score], mode="lines+markers", name=f"L{layer}H{head}",
+                                 marker={"size": 4}))
+    if at_step is not None and len(table):
+        vertical_marker(fig, max(at_step, 1), f"step {at_step}", (table[score].min(), table[score].max()))
+    fig.update_layout(title=f"{score.replace('_', ' ')} score by head over training", xaxis_title="step",
+                      xaxis_type="log" if log_x else "linear", yaxis_title=score, height=360, **LAYOUT)
     return fig

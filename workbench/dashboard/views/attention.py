@@ -2,30 +2,13 @@
 
 import streamlit as st
 
-from workbench import experiments
-from workbench.config import ConfigError
-from workbench.dashboard.common import load_or_stop, typed_prompt
-from workbench.experiments.runner import saved_models
+from workbench.dashboard.common import load_or_stop, model_picker, typed_prompt
 from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
 from workbench.viz import attention_heatmap, head_score_grid
 
 st.title("Attention maps")
 
-
-def family(experiment: str | None) -> str:
-    """Attention-family models first: the page's default is one whose phenomenon is an attention pattern."""
-    try:
-        return experiments.get(experiment or "?").family
-    except ConfigError:
-        return "?"
-
-
-models = saved_models()
-if not models:
-    st.warning("No saved models: ship one with `workbench run induction --quick --ship` or train on the Train page.")
-    st.stop()
-label = st.selectbox("model", sorted(models, key=lambda label: family(models[label].experiment) != "attention"))
-exp, cfg, model = load_or_stop(models[label])
+exp, cfg, model = load_or_stop(model_picker())
 
 real_valued = bool(getattr(model.cfg, "d_input", 0))  # inputs are vectors: no typed ids, positions as labels
 sources = ["sampled from the task"] if real_valued else ["sampled from the task", "typed token ids"]

@@ -39,6 +39,8 @@ def heatmap_state(page):
 
 def choose(page, label, option):
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.scroll_into_view_if_needed()  # a select that a click first scrolls to closes again as the page scrolls
+    page.wait_for_timeout(300)
     box.click()
     page.get_by_role("option", name=option, exact=True).click()
 
@@ -186,3 +188,24 @@ def test_dynamics_step_slider_changes_the_attention_map(server, page):
     wait_for_render(page)
     assert_clean(page)
     assert "layer " in page.evaluate(title)
+
+
+def test_all_heads_view_highlights_what_a_hovered_token_attends_to(server, page):
+    """On the shipped induction model's `BOS r r` prompt, hovering a token of the repeat lights up, in the enlarged
+    layer-1 head, the token after its first occurrence: the induction stripe, read off the token strip."""
+    page.goto(f"{server}/attention")
+    frame = page.frame_locator("iframe").first
+    tokens = frame.locator(".wb-tok")
+    tokens.first.wait_for(timeout=TIMEOUT)
+    assert frame.locator(".wb-grid canvas").count() == 8  # 2 layers × 4 heads
+    boundary = tokens.evaluate_all("spans => spans.findIndex(s => s.classList.contains('wb-boundary'))")
+    assert boundary > 2
+    segment, hovered = boundary - 1, boundary + 3
+    assert tokens.nth(hovered).inner_text() == tokens.nth(hovered - segment).inner_text()
+    assert tokens.evaluate_all("spans => spans.every(s => !s.style.background)")
+    tokens.nth(hovered).hover()
+    alphas = tokens.evaluate_all(
+        "spans => spans.map(s => { const m = s.style.background.match(/rgba\\([^)]*,\\s*([0-9.]+)\\)/);"
+        " return m ? parseFloat(m[1]) : 0; })")
+    assert max(range(len(alphas)), key=alphas.__getitem__) == hovered - segment + 1, alphas
+    assert_clean(page)

@@ -115,3 +115,33 @@ def test_induction_metrics_do_not_depend_on_the_layer_count():
         metrics = exp.evaluate(build_model(cfg.model, seed=0).eval(), cfg)
         for criterion in exp.criteria:
             assert metrics.get(criterion.metric) is not None, (n_layers, criterion.metric)
+
+
+def test_repeat_start_finds_the_second_copy_of_bos_r_r():
+    from workbench.hooks.attention import repeat_start
+
+    assert repeat_start(torch.tensor([0, 5, 6, 7, 5, 6, 7, 9, 2])) == 4
+    assert repeat_start(torch.tensor([0, 5, 5, 5, 5, 1])) == 3  # a segment has ≥2 tokens: not "5" repeated
+    assert repeat_start(torch.tensor([0, 1, 2, 3, 4, 5])) is None
+
+
+def test_all_heads_view_is_self_contained_and_carries_every_head():
+    import json
+    import re
+
+    from workbench.hooks.attention import stacked_patterns
+    from workbench.models import ModelConfig, build_model
+    from workbench.viz.heads import all_heads
+
+    model = build_model(ModelConfig(n_layers=2, d_model=18, n_heads=3, n_ctx=12, d_vocab=10), seed=0).eval()
+    tokens = torch.tensor([[0, 3, 4, 5, 3, 4, 5, 9]])
+    layers, stacked = stacked_patterns(model, tokens)
+    assert layers == [0, 1] and stacked.shape == (2, 3, 8, 8)
+    view = all_heads(stacked, ["BOS", "3", "4", "</script>", "3", "4", "5", "9"], layers, boundary=4)
+    assert not re.search(r"(src|href)=|https?://|@import", view.html)  # nothing fetched: works offline
+    assert view.html.count("</script>") == 1  # a token named </script> cannot end the script early
+    payload = json.loads(re.search(r"const root = [^,]+, D = (\{.*?\});\n", view.html).group(1))
+    assert payload["boundary"] == 4 and payload["layers"] == [0, 1]
+    assert torch.allclose(torch.tensor(payload["p"]) / 1000, stacked, atol=5e-4)
+    with pytest.raises(ValueError, match="8×8 but there are 3 tokens"):
+        all_heads(stacked, ["a", "b", "c"])

@@ -66,6 +66,22 @@ def attention_patterns(
     return {layer: cache[pattern_name(layer)].float() for layer in layers}
 
 
+def stacked_patterns(model, tokens: Int[Tensor, "1 pos"]) -> tuple[list[int], Float[Tensor, "layer head q k"]]:
+    """Every attention layer's pattern on one prompt, stacked (for the all-heads view), with the layers' indices."""
+    patterns = attention_patterns(model, tokens)
+    return list(patterns), torch.stack([pattern[0] for pattern in patterns.values()])
+
+
+def repeat_start(tokens: Int[Tensor, " pos"]) -> int | None:
+    """Where the second copy begins on a `BOS r r …` prompt (the shortest segment r of ≥2 tokens repeated at
+    once after itself), or None when the prompt has no such repeat."""
+    ids = tokens.tolist()
+    for segment in range(2, (len(ids) - 1) // 2 + 1):
+        if ids[1 : 1 + segment] == ids[1 + segment : 1 + 2 * segment]:
+            return 1 + segment
+    return None
+
+
 def previous_token_targets(tokens: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch q k"]:
     """k = q − 1."""
     pos = tokens.shape[1]

@@ -40,6 +40,9 @@ class RepeatedTokens:
     def __init__(self, cfg: RepeatedTokensConfig):
         self.cfg, self.d_vocab, self.seq_len = cfg, cfg.d_vocab, cfg.seq_len
 
+    def token_names(self) -> list[str]:
+        return ["BOS", *map(str, range(1, self.d_vocab))]
+
     def sample(self, batch: int, generator: torch.Generator, step: int | None = None) -> Batch:
         c = self.cfg
         seg = torch.randint(c.min_segment, c.max_segment + 1, (batch, 1), generator=generator)

@@ -1,10 +1,12 @@
-"""Attention: pick a model, a prompt, a layer and a head; see the pattern and the head-score grid."""
+"""Attention: pick a model and a prompt; see every head at a glance, one head enlarged, and the head-score grid."""
 
 import streamlit as st
+import streamlit.components.v1 as components
 
 from workbench.dashboard.common import load_or_stop, model_picker, typed_prompt
-from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
+from workbench.hooks.attention import attention_layers, attention_patterns, head_scores, repeat_start, stacked_patterns
 from workbench.viz import attention_heatmap, head_score_grid
+from workbench.viz.heads import all_heads
 
 st.title("Attention maps")
 
@@ -19,13 +21,24 @@ if source == "typed token ids":
 else:
     seed = st.number_input("sample seed", min_value=0, max_value=10**6, value=0)
     tokens = exp.sample_prompt(cfg, int(seed)).to(model.device)
-labels = None if real_valued else tokens[0].tolist()
+labels = None if real_valued else model.to_str_tokens(tokens[0])
 
-left, right = st.columns(2)
 layers = attention_layers(model)
 if not layers:
     st.warning("This model has no attention layers.")
     st.stop()
+
+st.subheader("All heads")
+st.caption("Hover a token: the enlarged head colours what it attends to (blue) and underlines what attends to it "
+           "(orange); every thumbnail marks its row. Click a thumbnail to enlarge that head. An orange line marks "
+           "where the repeat starts.")
+_, stacked = stacked_patterns(model, tokens)
+view = all_heads(stacked, labels if labels is not None else list(map(str, range(tokens.shape[1]))), layers,
+                 None if real_valued else repeat_start(tokens[0]))
+components.html(view.html, height=view.height, scrolling=True)
+
+st.subheader("One head")
+left, right = st.columns(2)
 layer = left.selectbox("layer", layers, index=len(layers) - 1)
 head = right.selectbox("head", range(model.cfg.n_heads))
 pattern = attention_patterns(model, tokens, [layer])[layer][0, head]

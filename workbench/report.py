@@ -11,7 +11,7 @@ from pathlib import Path
 from plotly.offline import get_plotlyjs
 
 from workbench.config import ConfigError
-from workbench.experiments.runner import draw_figures, load_models
+from workbench.experiments.runner import criteria_rows, draw_figures, load_models
 from workbench.runs import Run, home
 from workbench.viz import figure_html
 
@@ -33,12 +33,11 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
         raise ConfigError(f"{path}: no result.json; a report needs a finished run (`workbench resume {path}`)")
     exp, cfg, models = load_models(path)
     figures = draw_figures(exp, cfg, models, Run(path))
-    needs = {c.name: c.needs for c in exp.criteria}
     rows = "".join(
-        f"<tr><td>{html.escape(c['name'])}</td><td><code>{html.escape(c['metric'])}</code></td>"
-        f"<td>{html.escape(needs.get(c['name'], ''))}</td><td>{_number(c['value'])}</td>"
+        f"<tr><td>{html.escape(c['criterion'])}</td><td><code>{html.escape(c['metric'])}</code></td>"
+        f"<td>{html.escape(c['needs'])}</td><td>{_number(c['measured'])}</td>"
         f"<td class={'pass' if c['passed'] else 'fail'}>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
-        for c in result["criteria"])
+        for c in criteria_rows(exp, result))
     verdict = "passes every criterion" if result["passed"] else "does not pass every criterion yet"
     body = [
         f"<h1>{html.escape(exp.title)}</h1>",

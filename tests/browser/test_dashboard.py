@@ -71,16 +71,25 @@ def test_attention_page_rejects_a_bad_prompt_readably(server, page):
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
-def test_train_page_runs_smoke_preset_with_progress(server, page):
-    page.goto(f"{server}/train")
-    page.get_by_role("button", name="Train").wait_for(timeout=TIMEOUT)
+def test_a_smoke_run_from_the_experiment_page_completes_and_appears_in_compare(server, page):
+    page.goto(f"{server}/experiment?experiment=induction")
+    page.get_by_role("tab", name="Run it").click()
+    page.get_by_text("smoke — a plumbing check").click()
     wait_for_render(page)
     assert_clean(page)
-    page.get_by_role("button", name="Train").click()
+    page.get_by_role("button", name="Run").click()
+    page.get_by_role("button", name="Cancel").wait_for(timeout=TIMEOUT)  # offered while it trains
     page.get_by_text("saved to").wait_for(timeout=120_000)
     wait_for_render(page)
     assert_clean(page)
-    assert page.locator(".js-plotly-plot").count() >= 1  # the live loss curve
+    assert page.get_by_text("induction (smoke) did not pass").count() == 1  # 30 steps: a plumbing check
+    run_name = page.get_by_text("saved to").inner_text().split("/")[-1].split("`")[0].split(";")[0].strip()
+    page.goto(f"{server}/compare")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    legend = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
+    assert any(run_name in name for name in legend), (run_name, legend)
 
 
 def test_performance_page_plots_the_shipped_bench(server, page):

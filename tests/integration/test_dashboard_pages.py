@@ -23,11 +23,13 @@ def runs_root(tmp_path, monkeypatch):
 
 
 def page(name):
-    return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
+    """A page as users meet it: through the app's navigation (its links to other pages resolve)."""
+    at = AppTest.from_file(str(PAGES.parent / "app.py"), default_timeout=60).run()
+    return at.switch_page(f"views/{name}.py").run()
 
 
-@pytest.mark.parametrize("name", ["home", "attention", "dynamics", "icl", "codebooks", "circuits", "train",
-                                  "performance"])
+@pytest.mark.parametrize("name", ["home", "experiment", "compare", "dynamics", "attention", "icl", "codebooks",
+                                  "circuits", "performance"])
 def test_every_page_renders_without_exception(name, runs_root):
     assert not page(name).exception
 
@@ -39,7 +41,7 @@ def test_home_shows_a_corrupt_run_readably_and_a_live_run_as_running(runs_root):
     at = page("home")
     assert not at.exception
     assert any("broken: cannot be read" in w.value and "not valid JSON" in w.value for w in at.warning)
-    table = at.table[-1].value
+    table = at.dataframe[-1].value
     assert table.loc[live.path.name, "status"] == "running"
     live.unlock()
 
@@ -70,7 +72,7 @@ def test_home_lists_the_runs_of_its_root_and_no_others(runs_root, tmp_path_facto
     assert any(str(runs_root) in i.value for i in empty.info)  # the tmp root, not the checkout's runs/
     run = Run.create(runs_root, "induction", {}, "smoke", "test")
     run.unlock()
-    assert list(page("home").table[-1].value.index) == [run.path.name]
+    assert list(page("home").dataframe[-1].value.index) == [run.path.name]
 
 
 def test_dashboard_binds_loopback_with_xsrf_protection_on():
@@ -172,3 +174,38 @@ def test_dynamics_step_slider_replays_the_induction_head_forming(runs_root):
     early = json.loads(best_map().proto.spec)
     assert early["layout"]["title"]["text"].endswith("at step 200")
     assert early["data"][0]["z"] != final["data"][0]["z"]
+
+
+def test_experiment_page_is_built_from_the_catalog_with_variants_side_by_side(runs_root):
+    at = AppTest.from_file(str(PAGES.parent / "app.py"), default_timeout=120).run()
+    at.query_params["experiment"] = "ssmax"
+    at.switch_page("views/experiment.py").run()
+    assert not at.exception
+    assert at.title[0].value == experiments.get("ssmax").title
+    criteria = at.dataframe[0].value
+    assert list(criteria["criterion"]) == [c.name for c in experiments.get("ssmax").criteria]
+    assert criteria["needs"].str.contains("× softmax.accuracy.x4 = ").any()  # a comparison shows its bound
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    assert titles and all(titles)
+    assert [c.value for c in at.caption].count("`softmax`") >= 1  # per-variant figures, one column per variant
+
+
+def test_experiment_page_refuses_a_bad_override_before_any_run_exists(runs_root):
+    at = page("experiment")
+    at.text_area[0].input("model.n_layers=banana").run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("n_layers" in e.value for e in at.error), [e.value for e in at.error]
+    assert not list(runs_root.iterdir())
+
+
+def test_compare_overlays_runs_and_tabulates_their_criteria(runs_root):
+    at = AppTest.from_file(str(PAGES.parent / "app.py"), default_timeout=60).run()
+    at.query_params["run"] = ["shipped: ssmax / softmax", "shipped: ssmax / ssmax"]
+    at.switch_page("views/compare.py").run()
+    assert not at.exception
+    assert at.multiselect[0].value == ["shipped: ssmax / softmax", "shipped: ssmax / ssmax"]
+    names = [t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
+    assert set(names) == {"shipped: ssmax / softmax", "shipped: ssmax / ssmax"}
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["shipped: ssmax / softmax", "shipped: ssmax / ssmax"] and len(table) >= 1

@@ -15,13 +15,18 @@ st.set_page_config(page_title="workbench", layout="wide")
 pages = {
     "workbench": [
         st.Page("views/home.py", title="Home", default=True),
+        st.Page("views/experiment.py", title="Experiments", url_path="experiment"),
+        st.Page("views/compare.py", title="Compare runs", url_path="compare"),
+        st.Page("views/dynamics.py", title="Training dynamics", url_path="dynamics"),
+    ],
+    "hook families": [
         st.Page("views/attention.py", title="Attention"),
-        st.Page("views/dynamics.py", title="Training dynamics"),
         st.Page("views/icl.py", title="In-context learning"),
         st.Page("views/codebooks.py", title="Codebooks"),
         st.Page("views/circuits.py", title="Circuits"),
-        st.Page("views/train.py", title="Train"),
+    ],
+    "system": [
         st.Page("views/performance.py", title="Performance"),
-    ]
+    ],
 }
 st.navigation(pages).run()

@@ -26,7 +26,7 @@ def family(experiment: str | None) -> str:
 
 def model_picker(keep: Callable[[ModelRef], bool] = lambda ref: True,
                  none_message: str = "No saved models: ship one with `workbench run induction --quick --ship` or "
-                                     "train on the Train page.") -> ModelRef:
+                                     "run it on the Experiments page.") -> ModelRef:
     """A select box over the saved models that `keep` accepts, attention-family ones first (the views' default
     is a model whose phenomenon is an attention pattern); the page stops with `none_message` if there are none."""
     models = {label: ref for label, ref in saved_models().items() if keep(ref)}

@@ -23,7 +23,7 @@ from workbench.config import ConfigError, apply_overrides, read_json
 from workbench.experiments import get, names
 from workbench.experiments.base import Experiment, ExperimentConfig, Mode
 from workbench.models.io import load_state, load_weights, read_metadata, save_weights
-from workbench.runs import Run, atomic_write, data_root, list_runs, runs_root, write_json
+from workbench.runs import Run, RunInfo, atomic_write, data_root, list_runs, runs_root, write_json
 from workbench.train import Progress, checkpoint_info, checkpoint_model_state
 
 # What `ship` copies into data/<experiment>/ (top level and per variant): no resume checkpoints.
@@ -353,6 +353,20 @@ def thin(steps: list[int], keep: int) -> list[int]:
     return sorted(kept)
 
 
+def criteria_rows(exp: Experiment, result: dict) -> list[dict]:
+    """A result's criteria as rows to show: the criterion, its metric, what it needs in the experiment's words
+    (with the bound it came to when it compares two metrics), the measured value and the verdict."""
+    needs = {c.name: c.needs for c in exp.criteria}
+    rows = []
+    for c in result["criteria"]:
+        need = needs.get(c["name"], f"{c['op']} {c['threshold']}")
+        if c.get("versus") and c.get("bound") is not None:
+            need += f" = {c['bound']:.4g}"
+        rows.append({"criterion": c["name"], "metric": c["metric"], "needs": need, "measured": c["value"],
+                     "passed": c["passed"]})
+    return rows
+
+
 def catalog(data_root_: str | Path | None = None) -> list[dict]:
     """One row per registered experiment: its criteria, with the shipped result's values and verdict."""
     rows = []
@@ -383,8 +397,13 @@ def saved_models(data_root_: str | Path | None = None, runs_root_: str | Path | 
         found.update(model_refs(config.parent, f"shipped: {config.parent.name}"))
     for info in list_runs(runs_root_ or runs_root()):
         if info.status != "corrupt":
-            found.update(model_refs(info.path, f"run: {info.path.name} ({info.status})"))
+            found.update(model_refs(info.path, run_label(info)))
     return {k: ref for k, ref in found.items() if experiments is None or ref.experiment in experiments}
+
+
+def run_label(info: RunInfo) -> str:
+    """How pages name a run (its variants add ` / NAME`)."""
+    return f"run: {info.path.name} ({info.status})"
 
 
 def model_refs(path: Path, label: str) -> dict[str, ModelRef]:

@@ -116,6 +116,23 @@ def training_curves(rows: list[dict], keys: Sequence[str], at_step: int | None =
     return fig
 
 
+def compare_curves(series: dict[str, list[dict]], keys: Sequence[str], log_x: bool = False) -> go.Figure:
+    """Several runs' training logs overlaid: one panel per metric key, one colour per run (the same in every
+    panel); keys no run logged are skipped."""
+    keys = [k for k in keys if any(k in r for rows in series.values() for r in rows)]
+    fig = make_subplots(rows=1, cols=max(1, len(keys)), subplot_titles=keys)
+    palette = pio.templates["plotly_white"].layout.colorway
+    for i, key in enumerate(keys, start=1):
+        for j, (label, rows) in enumerate(series.items()):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=label,
+                                     legendgroup=label, showlegend=i == 1, mode="lines",
+                                     line={"color": palette[j % len(palette)]}), row=1, col=i)
+        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", row=1, col=i)
+    fig.update_layout(title="training", height=380, legend={"orientation": "h", "y": -0.25}, **LAYOUT)
+    return fig
+
+
 def score_over_training(table: pd.DataFrame, score: str, at_step: int | None = None, log_x: bool = False
                         ) -> go.Figure:
     """One line per head of a head score against training step, from `hooks.over_training(path, head_scores)`;

@@ -1,7 +1,6 @@
 """Attention: pick a model and a prompt; see every head at a glance, one head enlarged, and the head-score grid."""
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 from workbench.dashboard.common import load_or_stop, model_picker, typed_prompt
 from workbench.hooks.attention import attention_layers, attention_patterns, head_scores, repeat_start, stacked_patterns
@@ -35,7 +34,7 @@ st.caption("Hover a token: the enlarged head colours what it attends to (blue) a
 _, stacked = stacked_patterns(model, tokens)
 view = all_heads(stacked, labels if labels is not None else list(map(str, range(tokens.shape[1]))), layers,
                  None if real_valued else repeat_start(tokens[0]))
-components.html(view.html, height=view.height, scrolling=True)
+st.iframe(view.html, height=view.height)
 
 st.subheader("One head")
 left, right = st.columns(2)

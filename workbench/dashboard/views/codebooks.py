@@ -26,8 +26,8 @@ def cached_report(path: str, variant: str | None, site: str, group: int):
 
 models = saved_models(experiments=experiments.names("codebook"))
 if not models:
-    st.info("No saved codebook model: ship one with `workbench run codebook --quick --ship` or train one on the "
-            "Train page.")
+    st.info("No saved codebook model: ship one with `workbench run codebook --quick --ship` or run it on the "
+            "Experiments page.")
     st.stop()
 label = st.selectbox("model", sorted(models, key=lambda name: "base" in name))
 ref = models[label]

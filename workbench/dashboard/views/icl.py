@@ -29,7 +29,8 @@ name = st.selectbox("experiment", experiments.names("icl"))
 st.caption(f"{experiments.get(name).claim} — {experiments.get(name).paper}")
 models = saved_models(experiments=[name])
 if not models:
-    st.info(f"No saved {name} model: ship one with `workbench run {name} --quick --ship` or train on the Train page.")
+    st.info(f"No saved {name} model: ship one with `workbench run {name} --quick --ship` or run it on the "
+            "Experiments page.")
     st.stop()
 label = st.selectbox("model", list(models))
 ref = models[label]

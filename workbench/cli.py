@@ -8,6 +8,8 @@
     workbench runs [--out DIR]
     workbench eval RUN_DIR|data/EXP [--json] [--device …]
     workbench report RUN_DIR|data/EXP [--out FILE]
+    workbench llc RUN_DIR|data/EXP [--variant NAME] [--lr LR] [--nbeta B] [--localization G] [--chains N]
+                  [--draws N] [--json]
     workbench circuit RUN_DIR|data/EXP [--method eap|eap-ig|acdc] [--steps N] [--threshold T] [--pairs N]
                       [--metric margin|loss] [--path SENDER:RECEIVER …] [--json]
     workbench sweep EXP [--smoke|--quick|--full] --grid key=v1,v2 … [--out DIR] [--address ADDR] [--json]
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from workbench.config import ConfigError, parse_overrides
 from workbench.experiments.base import MODES
+from workbench.llc import LLCConfig
 from workbench.runs import home, runs_root
 from workbench.train import CheckpointError, TrainingDiverged
 
@@ -98,6 +101,18 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("path")
     rp.add_argument("--out", help="HTML file to write (default: out/reports/<run>.html)")
     rp.set_defaults(func=cmd_report)
+
+    lc = sub.add_parser("llc", help="the local learning coefficient at every snapshot of a run (devinterp's SGLD), "
+                        "saved as llc.json in the run and drawn on the Training dynamics page")
+    lc.add_argument("path")
+    lc.add_argument("--variant", help="one variant of a run with variants")
+    defaults = LLCConfig()
+    for name, kind in (("lr", float), ("nbeta", float), ("localization", float), ("chains", int), ("draws", int),
+                       ("batch_size", int), ("sequences", int), ("seed", int)):
+        lc.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                        help=f"default {getattr(defaults, name)}")
+    lc.add_argument("--json", action="store_true")
+    lc.set_defaults(func=cmd_llc)
 
     c = sub.add_parser("circuit", help="discover a saved model's circuit on its experiment's clean/corrupted "
                                        "prompts: top edges, faithfulness curve, CPR/CMD, path patching")
@@ -228,6 +243,18 @@ def cmd_report(args) -> int:
     from workbench.report import write_report
 
     print(f"report → {write_report(args.path, args.out)}")
+    return 0
+
+
+def cmd_llc(args) -> int:
+    from workbench.llc import llc_over_training
+
+    cfg = LLCConfig(**{f: getattr(args, f) for f in LLCConfig.__dataclass_fields__})
+    table = llc_over_training(args.path, args.variant, cfg)
+    if args.json:
+        print(table.to_json(orient="records"))
+    else:
+        print(table.round(3).to_string(index=False))
     return 0
 
 

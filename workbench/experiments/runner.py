@@ -27,8 +27,8 @@ from workbench.runs import Run, RunInfo, atomic_write, data_root, list_runs, run
 from workbench.train import Progress, checkpoint_info, checkpoint_model_state
 
 # What `ship` copies into data/<experiment>/ (top level and per variant): no resume checkpoints.
-SHIPPED = ("config.json", "result.json", "metrics.jsonl", "model.safetensors", "snapshots")
-SHIPPED_PER_VARIANT = ("metrics.jsonl", "model.safetensors", "snapshots")
+SHIPPED = ("config.json", "result.json", "metrics.jsonl", "model.safetensors", "snapshots", "llc.json")
+SHIPPED_PER_VARIANT = ("metrics.jsonl", "model.safetensors", "snapshots", "llc.json")
 
 Models = nn.Module | dict[str, nn.Module]  # one model, or one per variant
 

@@ -7,6 +7,7 @@ from workbench.config import ConfigError
 from workbench.dashboard.common import cached_figures_at, cached_scores_over_training, load_or_stop, model_picker
 from workbench.experiments.runner import dense_windows, snapshots
 from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
+from workbench.llc import saved_llc
 from workbench.runs import Run
 from workbench.viz import attention_heatmap, head_score_grid, score_over_training, training_curves
 
@@ -25,9 +26,15 @@ exp, cfg, model = load_or_stop(ref, step)
 run = Run(ref.path).variant(ref.variant) if ref.variant else Run(ref.path)
 
 metrics = run.metrics()
-keys = ["loss", *dict.fromkeys(c.metric for c in exp.criteria if any(c.metric in r for r in metrics))]
+keys = ["loss", *dict.fromkeys(c.metric for c in exp.criteria if any(c.metric in r for r in metrics))][:4]
+llc = saved_llc(ref.path, ref.variant)
+if llc:  # on the same step axis as the training log
+    metrics, keys = metrics + [{"step": r["step"], "LLC": r["llc"]} for r in llc], keys + ["LLC"]
+else:
+    st.caption(f"No local learning coefficient for this run yet: `workbench llc {ref.path}"
+               + (f" --variant {ref.variant}" if ref.variant else "") + "` estimates it at every snapshot.")
 log_x = st.toggle("log step axis", value=True)
-st.plotly_chart(training_curves(metrics, keys[:4], at_step=step, log_x=log_x), key="curves")
+st.plotly_chart(training_curves(metrics, keys, at_step=step, log_x=log_x), key="curves")
 
 layers = attention_layers(model)
 if not layers:

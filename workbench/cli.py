@@ -8,6 +8,7 @@
     workbench runs [--out DIR]
     workbench eval RUN_DIR|data/EXP [--json] [--device …]
     workbench report RUN_DIR|data/EXP [--out FILE]
+    workbench figures RUN_DIR|data/EXP [--format html,svg,png,pdf] [--out DIR] [--step N]
     workbench llc RUN_DIR|data/EXP [--variant NAME] [--lr LR] [--nbeta B] [--localization G] [--chains N]
                   [--draws N] [--json]
     workbench circuit RUN_DIR|data/EXP [--method eap|eap-ig|acdc] [--steps N] [--threshold T] [--pairs N]
@@ -101,6 +102,14 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("path")
     rp.add_argument("--out", help="HTML file to write (default: out/reports/<run>.html)")
     rp.set_defaults(func=cmd_report)
+
+    fg = sub.add_parser("figures", help="write every figure of a run or data/EXP to files: standalone HTML "
+                        "(offline), PNG/SVG/PDF (kaleido with the system's Chromium)")
+    fg.add_argument("path")
+    fg.add_argument("--format", default="html,svg", help="comma-separated: html, svg, png, pdf (default html,svg)")
+    fg.add_argument("--out", help="folder (default: out/figures/<run>[-step-N]/)")
+    fg.add_argument("--step", type=int, help="draw them from the snapshot at this training step")
+    fg.set_defaults(func=cmd_figures)
 
     lc = sub.add_parser("llc", help="the local learning coefficient at every snapshot of a run (devinterp's SGLD), "
                         "saved as llc.json in the run and drawn on the Training dynamics page")
@@ -243,6 +252,17 @@ def cmd_report(args) -> int:
     from workbench.report import write_report
 
     print(f"report → {write_report(args.path, args.out)}")
+    return 0
+
+
+def cmd_figures(args) -> int:
+    from workbench.experiments.runner import figures
+    from workbench.viz.export import export_figures
+
+    name = Path(args.path).resolve().name + (f"-step-{args.step}" if args.step is not None else "")
+    out = Path(args.out) if args.out else home() / "out" / "figures" / name
+    written = export_figures(figures(args.path, step=args.step), out, [f.strip() for f in args.format.split(",")])
+    print(f"{len(written)} files → {out}")
     return 0
 
 

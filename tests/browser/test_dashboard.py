@@ -1,8 +1,11 @@
 """Drive the dashboard in headless Chromium: every page renders cleanly, controls change figures."""
 
 import json
+import time
 
 import pytest
+
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 60_000
@@ -22,12 +25,20 @@ def wait_for_render(page):
 
 
 def test_home_on_a_cold_server_shows_catalog(server, page):
-    page.goto(server)  # first load of a freshly started server: the lazy-import race lived here
+    """First load of a freshly started server (the lazy-import race lived here). The time until the page is
+    interactive is logged to out/browser-timings.json (a measurement, not an assertion: speed is benchmarked)."""
+    start = time.perf_counter()
+    page.goto(server)
     page.get_by_text("Catalog").wait_for(timeout=TIMEOUT)
     page.get_by_text("induction").first.wait_for(timeout=TIMEOUT)
     page.get_by_role("heading", name="Runs").wait_for(timeout=TIMEOUT)  # the page's last section
     wait_for_render(page)
+    seconds = time.perf_counter() - start
     assert_clean(page)
+    out = REPO / "out" / "browser-timings.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"first_page_interactive_s": round(seconds, 2)}))
+    print(f"first page interactive {seconds:.2f} s after the server answered its health check")
 
 
 def heatmap_state(page):
@@ -218,3 +229,25 @@ def test_all_heads_view_highlights_what_a_hovered_token_attends_to(server, page)
         " return m ? parseFloat(m[1]) : 0; })")
     assert max(range(len(alphas)), key=alphas.__getitem__) == hovered - segment + 1, alphas
     assert_clean(page)
+
+
+SHOTS = {  # README screenshots: page, what to wait for
+    "home": ("", "Catalog"),
+    "experiment": ("experiment?experiment=ssmax", "Shipped result"),
+    "dynamics": ("dynamics?step=260", "Dense snapshots"),
+    "attention": ("attention", "All heads"),
+    "inspector": ("inspector", "Next token"),
+    "compare": ("compare?run=shipped%3A+ssmax+%2F+softmax&run=shipped%3A+ssmax+%2F+ssmax", "Criteria"),
+}
+
+
+@pytest.mark.parametrize("name", SHOTS)
+def test_screenshots_of_the_main_pages_for_the_readme(name, server, page):
+    path, text = SHOTS[name]
+    page.goto(f"{server}/{path}")
+    page.get_by_text(text).first.wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    page.wait_for_timeout(2000)  # plotly's transitions and the iframes settle
+    assert_clean(page)
+    (REPO / "docs").mkdir(exist_ok=True)
+    page.screenshot(path=str(REPO / "docs" / f"{name}.png"))

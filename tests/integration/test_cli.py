@@ -74,3 +74,13 @@ def test_report_is_one_offline_page_with_criteria_figures_and_the_command(tmp_pa
     assert "Set-based prompting: order independence" in page and "set.max_logit_change" in page
     assert "workbench run set-prompting --quick" in page and page.count("Plotly.newPlot") >= 2
     assert page.count("* plotly.js v") == 1 and "<script src" not in page  # embedded once, nothing fetched
+
+
+def test_figures_writes_every_figure_of_a_snapshot_and_names_a_bad_format(tmp_path):
+    out = workbench("figures", "data/induction", "--step", "260", "--format", "html", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    written = sorted(p.stem for p in tmp_path.glob("*.html"))
+    assert written == ["attention_map", "induction_scores", "loss_by_position", "previous_token_scores",
+                       "training"]
+    bad = workbench("figures", "data/induction", "--format", "gif", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "unknown figure format(s) gif" in bad.stderr

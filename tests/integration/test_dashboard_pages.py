@@ -193,7 +193,7 @@ def test_experiment_page_is_built_from_the_catalog_with_variants_side_by_side(ru
 def test_experiment_page_refuses_a_bad_override_before_any_run_exists(runs_root):
     at = page("experiment")
     at.text_area[0].input("model.n_layers=banana").run()
-    at.button[0].click().run()
+    next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception
     assert any("n_layers" in e.value for e in at.error), [e.value for e in at.error]
     assert not list(runs_root.iterdir())
@@ -209,3 +209,37 @@ def test_compare_overlays_runs_and_tabulates_their_criteria(runs_root):
     assert set(names) == {"shipped: ssmax / softmax", "shipped: ssmax / ssmax"}
     table = at.dataframe[0].value
     assert list(table.columns) == ["shipped: ssmax / softmax", "shipped: ssmax / ssmax"] and len(table) >= 1
+
+
+def test_inspector_hook_point_choice_changes_the_figure(runs_root):
+    at = page("inspector")
+    assert not at.exception
+
+    def title():
+        return json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+
+    assert "hook_resid_post" in title()
+    at.selectbox[1].set_value("blocks.0.attn.hook_pattern").run()  # [0]: the model picker
+    assert not at.exception
+    assert title().startswith("blocks.0.attn.hook_pattern [4 × ")
+    at.text_input[0].input("BOS 7 oops").run()
+    assert any("cannot read 'oops'" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_dynamics_says_which_snapshot_is_corrupt_instead_of_a_stack_trace(runs_root):
+    import shutil
+
+    from workbench.runs import data_root
+
+    copy = runs_root / "induction-copy"
+    shutil.copytree(data_root() / "induction", copy)
+    (copy / "snapshots" / "step-250.safetensors").write_bytes(b"not a safetensors file")
+    at = page("dynamics")
+    label = next(o for o in at.selectbox[0].options if "induction-copy" in o)
+    at.selectbox[0].set_value(label).run()
+    assert not at.exception
+    assert any("Cannot score every snapshot" in e.value and "step-250" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    at.select_slider[0].set_value(250).run()
+    assert not at.exception
+    assert any("Cannot load this model" in e.value for e in at.error)

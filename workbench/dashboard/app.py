@@ -18,6 +18,7 @@ pages = {
         st.Page("views/experiment.py", title="Experiments", url_path="experiment"),
         st.Page("views/compare.py", title="Compare runs", url_path="compare"),
         st.Page("views/dynamics.py", title="Training dynamics", url_path="dynamics"),
+        st.Page("views/inspector.py", title="Model inspector", url_path="inspector"),
     ],
     "hook families": [
         st.Page("views/attention.py", title="Attention"),

@@ -14,6 +14,7 @@ from workbench.config import ConfigError
 from workbench.experiments.runner import Loaded, ModelRef, figures, load, saved_models
 from workbench.hooks import over_training
 from workbench.hooks.attention import head_scores
+from workbench.runs import Run
 from workbench.tasks import parse_token_ids
 
 
@@ -48,8 +49,10 @@ def cached_figures(path: str) -> dict[str, go.Figure]:
 
 
 @st.cache_resource(show_spinner="drawing figures at this snapshot…", max_entries=32)
-def cached_figures_at(path: str, step: int) -> dict[str, go.Figure]:
-    return figures(path, step=step)
+def cached_figures_at(path: str, variant: str | None, step: int) -> dict[str, go.Figure]:
+    """The experiment's figures drawn from one model's snapshot (a variant's own figures, for a variant)."""
+    exp, cfg, model = cached_load(path, variant, step)
+    return exp.figures(model, cfg, Run(path).variant(variant) if variant else Run(path))
 
 
 @st.cache_data(show_spinner="scoring heads at every snapshot…")

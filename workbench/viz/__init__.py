@@ -74,6 +74,29 @@ def attention_heatmap(
     return fig
 
 
+def activation_figure(values: Tensor, name: str, tokens: Sequence[str] | None = None, histogram: bool = False
+                      ) -> go.Figure:
+    """One hook point's activation on a prompt: a heatmap of its first axis (positions, when there is one per
+    token) against everything else flattened (heads × features), or a histogram of all its values."""
+    values = values.detach().float().cpu()
+    if histogram:
+        fig = go.Figure(go.Histogram(x=values.flatten().numpy(), nbinsx=80))
+        fig.update_layout(title=f"{name}: {values.numel()} values", xaxis_title="value", yaxis_title="count",
+                          height=360, **LAYOUT)
+        return fig
+    grid = values.reshape(values.shape[0], -1) if values.dim() > 1 else values[:, None]
+    rows = [f"{i}:{t}" for i, t in enumerate(tokens)] if tokens is not None and len(tokens) == len(grid) else \
+        [str(i) for i in range(len(grid))]
+    limit = float(grid.abs().max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=grid.numpy(), y=rows, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
+                               hovertemplate="%{y}<br>feature %{x}<br>%{z:.3f}<extra></extra>"))
+    shape = " × ".join(map(str, values.shape))
+    fig.update_layout(title=f"{name} [{shape}]", xaxis_title="feature" + (" (trailing axes flattened)"
+                      if values.dim() > 2 else ""), yaxis_autorange="reversed", height=min(900, 140 + 14 * len(rows)),
+                      **LAYOUT)
+    return fig
+
+
 def head_score_grid(scores: pd.DataFrame, score: str) -> go.Figure:
     """Layer × head grid of one score column from `hooks.attention.head_scores`."""
     grid = scores.pivot(index="layer", columns="head", values=score)
@@ -111,7 +134,7 @@ def training_curves(rows: list[dict], keys: Sequence[str], at_step: int | None =
         fig.update_xaxes(title_text="step", type="log" if log_x else "linear", row=1, col=i)
         if at_step is not None and points:
             values = [p[1] for p in points]
-            vertical_marker(fig, max(at_step, 1), f"step {at_step}", (min(values), max(values)), row=1, col=i)
+            vertical_marker(fig, max(at_step, 1), "", (min(values), max(values)), row=1, col=i)
     fig.update_layout(title="training", showlegend=False, height=320, **LAYOUT)
     return fig
 
@@ -142,7 +165,7 @@ def score_over_training(table: pd.DataFrame, score: str, at_step: int | None = N
         fig.add_trace(go.Scatter(x=rows["step"], y=rows[score], mode="lines+markers", name=f"L{layer}H{head}",
                                  marker={"size": 4}))
     if at_step is not None and len(table):
-        vertical_marker(fig, max(at_step, 1), f"step {at_step}", (table[score].min(), table[score].max()))
+        vertical_marker(fig, max(at_step, 1), "", (table[score].min(), table[score].max()))
     fig.update_layout(title=f"{score.replace('_', ' ')} score by head over training", xaxis_title="step",
                       xaxis_type="log" if log_x else "linear", yaxis_title=score, height=360, **LAYOUT)
     return fig

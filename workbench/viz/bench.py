@@ -19,21 +19,30 @@ def _threshold(result: dict, metric: str, default: float) -> float:
     return next((t["threshold"] for t in result.get("targets", []) if t["metric"] == metric), default)
 
 
+def _height(bars: int) -> int:
+    """Horizontal bars: labels stay readable whatever their number (ticks never crowd)."""
+    return 140 + 34 * bars
+
+
 def train_ratios(result: dict) -> go.Figure:
-    """ours/plain and bridge/plain step-time ratios per config × shape, with the ours/plain target dashed."""
+    """ours/plain and bridge/plain step-time ratios per config × shape (horizontal: the labels are long), with
+    the ours/plain target dashed."""
     rows = result["train_step"]
     labels = [_label(r) for r in rows]
     fig = go.Figure()
     for key in ("ours/plain", "bridge/plain"):
+        values = [r["ratios"][key] for r in rows]
         fig.add_trace(go.Bar(
-            x=labels, y=[r["ratios"][key] for r in rows], name=key,
-            text=[None if r["ratios"][key] is None else f"{r['ratios'][key]:.2f}" for r in rows],
-            hovertemplate="%{x}<br>" + key + " %{y:.3f}<extra></extra>",
+            y=labels, x=values, name=key, orientation="h", textposition="outside", cliponaxis=False,
+            text=[None if v is None else f"{v:.2f}" for v in values],
+            hovertemplate="%{y}<br>" + key + " %{x:.3f}<extra></extra>",
         ))
     target = _threshold(result, "ours/plain", 1.05)
-    fig.add_hline(y=target, line_dash="dash", annotation_text=f"target ours/plain ≤ {target}")
+    fig.add_vline(x=target, line_dash="dash", annotation_text=f"target ours/plain ≤ {target}",
+                  annotation_position="top")
     fig.update_layout(title="training step time relative to plain PyTorch (median)", barmode="group",
-                      yaxis_title="× plain", height=380, **LAYOUT)
+                      xaxis_title="× plain", yaxis_autorange="reversed", height=_height(2 * len(rows)),
+                      legend={"orientation": "h", "y": -0.15}, **LAYOUT)
     return fig
 
 
@@ -41,16 +50,19 @@ def cache_costs(result: dict) -> go.Figure:
     """run_with_cache variants: time relative to a plain forward, and the bytes they cache."""
     cache = result["cache"]
     names = [v["variant"] for v in cache["variants"]]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["time / plain forward", "cache size (MB)"])
-    fig.add_trace(go.Bar(x=names, y=[v["time_ratio"] for v in cache["variants"]], name="time ratio",
-                         hovertemplate="%{x}<br>%{y:.3f} × forward<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Bar(x=names, y=[v["cache_bytes"] / 2**20 for v in cache["variants"]], name="cache MB",
-                         text=[f"{v['names_cached']} names" for v in cache["variants"]],
-                         hovertemplate="%{x}<br>%{y:.1f} MB, %{text}<extra></extra>"), row=1, col=2)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["time / plain forward", "cache size (MB)"],
+                        shared_yaxes=True, horizontal_spacing=0.08)
+    fig.add_trace(go.Bar(y=names, x=[v["time_ratio"] for v in cache["variants"]], orientation="h",
+                         hovertemplate="%{y}<br>%{x:.3f} × forward<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(y=names, x=[v["cache_bytes"] / 2**20 for v in cache["variants"]], orientation="h",
+                         customdata=[v["names_cached"] for v in cache["variants"]],
+                         hovertemplate="%{y}<br>%{x:.1f} MB, %{customdata} names<extra></extra>"), row=1, col=2)
     target = _threshold(result, "time_ratio", 1.1)
-    fig.add_hline(y=target, line_dash="dash", row=1, col=1, annotation_text=f"1-name target ≤ {target}")
+    fig.add_vline(x=target, line_dash="dash", row=1, col=1, annotation_text=f"1-name target ≤ {target}",
+                  annotation_position="top")
+    fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=f"run_with_cache costs ({cache['config']}, {cache['batch']}x{cache['seq']})",
-                      showlegend=False, height=380, **LAYOUT)
+                      showlegend=False, height=_height(len(names)), **LAYOUT)
     return fig
 
 
@@ -58,13 +70,14 @@ def mfu(result: dict) -> go.Figure:
     """Model FLOPs utilisation of our model's training step against this machine's matmul peak."""
     rows = result["mfu"]["rows"]
     fig = go.Figure(go.Bar(
-        x=[_label(r) for r in rows], y=[100 * r["mfu"] for r in rows],
-        text=[f"{r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s" for r in rows],
-        hovertemplate="%{x}<br>MFU %{y:.1f}%<br>%{text}<extra></extra>",
+        y=[_label(r) for r in rows], x=[100 * r["mfu"] for r in rows], orientation="h",
+        text=[f"{100 * r['mfu']:.1f}% · {r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s" for r in rows],
+        textposition="outside", cliponaxis=False, hovertemplate="%{y}<br>MFU %{x:.1f}%<extra></extra>",
     ))
     peak = result["mfu"]["peak"]["peak_flops_per_s"] / 1e9
     fig.update_layout(title=f"MFU of a training step (peak {peak:.1f} GFLOP/s float32 matmul)",
-                      yaxis_title="% of peak", height=380, **LAYOUT)
+                      xaxis_title="% of peak", yaxis_autorange="reversed", height=_height(len(rows)),
+                      margin={"l": 50, "r": 160, "t": 50, "b": 40}, template=LAYOUT["template"])
     return fig
 
 

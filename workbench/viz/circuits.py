@@ -42,6 +42,14 @@ def logit_attribution_bars(attribution: pd.Series, title: str = "direct logit at
     return fig
 
 
+def logit_lens_figure(lens: pd.Series, title: str = "logit lens") -> go.Figure:
+    """A `logit_lens` result: the target's logit read after each layer (the last point is the model's own)."""
+    fig = go.Figure(go.Scatter(x=list(lens.index), y=lens.values.tolist(), mode="lines+markers"))
+    fig.update_layout(title=title, xaxis_title="residual stream after", yaxis_title="logit of the token",
+                      height=340, **LAYOUT)
+    return fig
+
+
 CHANNEL_COLORS = {"q": "#1f77b4", "k": "#d62728", "v": "#2ca02c", "direct": "#7f7f7f"}
 
 

@@ -21,7 +21,10 @@ steps = snapshots(ref.path, ref.variant)
 windows = dense_windows(ref.path, ref.variant)
 if windows:
     st.caption("Dense snapshots over steps " + ", ".join(f"{a}–{b}" for a, b in windows) + ".")
-step = st.select_slider("training step", options=steps, value=steps[-1])
+asked = st.query_params.get("step")
+step = st.select_slider("training step", options=steps,
+                        value=int(asked) if asked and asked.isdigit() and int(asked) in steps else steps[-1])
+st.query_params["step"] = str(step)  # a link to this page opens at this step
 exp, cfg, model = load_or_stop(ref, step)
 run = Run(ref.path).variant(ref.variant) if ref.variant else Run(ref.path)
 
@@ -45,24 +48,27 @@ else:
     names = [c for c in scores.columns if c not in ("layer", "head")]
     score = st.selectbox("head score", names, index=next((i for i, n in enumerate(names) if "induction" in n), 0))
     left, right = st.columns(2)
-    left.plotly_chart(score_over_training(cached_scores_over_training(str(ref.path), ref.variant), score,
-                                          at_step=step, log_x=log_x), key="score-over-training")
+    try:
+        history = cached_scores_over_training(str(ref.path), ref.variant)
+    except ConfigError as e:  # a corrupt or foreign snapshot file: say which, keep the rest of the page
+        left.error(f"Cannot score every snapshot: {e}")
+    else:
+        left.plotly_chart(score_over_training(history, score, at_step=step, log_x=log_x), key="score-over-training")
     right.plotly_chart(head_score_grid(scores, score), key="score-grid")
     best = scores.loc[scores[score].idxmax()] if score != "entropy" else scores.iloc[-1]
     left, right = st.columns(2)
-    layer = left.selectbox("layer", layers, index=layers.index(int(best["layer"])))
-    head = right.selectbox("head", range(model.cfg.n_heads), index=int(best["head"]))
+    # keyed: a head picked by hand stays picked as the slider moves (the default is the best head)
+    layer = left.selectbox("layer", layers, index=layers.index(int(best["layer"])), key=f"layer-{ref.path}")
+    head = right.selectbox("head", range(model.cfg.n_heads), index=int(best["head"]), key=f"head-{ref.path}")
     pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
     labels = None if getattr(model.cfg, "d_input", 0) else model.to_str_tokens(tokens[0])
     st.plotly_chart(attention_heatmap(pattern, labels, f"layer {layer} head {head} at step {step}"), key="pattern")
 
 if st.toggle("the experiment's figures at this step", key="figures-at-step"):
     try:
-        shown = cached_figures_at(str(ref.path), step)
+        shown = cached_figures_at(str(ref.path), ref.variant, step)
     except ConfigError as e:
         st.error(f"Cannot draw this run's figures at step {step}: {e}")
         st.stop()
-    prefix = f"{ref.variant}." if ref.variant else ""
     for name, fig in shown.items():
-        if not ref.variant or name.startswith(prefix) or "." not in name:
-            st.plotly_chart(fig, key=f"at-step-{name}")
+        st.plotly_chart(fig, key=f"at-step-{name}")

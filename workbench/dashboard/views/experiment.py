@@ -13,6 +13,7 @@ from workbench.dashboard.common import cached_figures
 from workbench.experiments.runner import catalog, criteria_rows, run, saved_figures
 from workbench.runs import data_root
 from workbench.viz import training_curves
+from workbench.viz.export import zip_figures
 
 rows = {row["experiment"]: row for row in catalog()}
 names = list(rows)
@@ -55,6 +56,15 @@ with shipped_tab:
                     if f"{variant}.{figure}" in drawn:
                         column.caption(f"`{variant}`")
                         column.plotly_chart(drawn[f"{variant}.{figure}"], key=f"{name}-{variant}-{figure}")
+            if st.button("export these figures (HTML, SVG, PNG)", key=f"export-{name}"):
+                try:
+                    with st.spinner("drawing the images in headless Chromium…"):
+                        archive = zip_figures(drawn)
+                except ConfigError as e:
+                    st.error(str(e))
+                else:
+                    st.download_button(f"download {name}-figures.zip", archive, f"{name}-figures.zip",
+                                       mime="application/zip", key=f"download-{name}")
         with st.expander("config"):
             st.json(result["config"], expanded=False)
 

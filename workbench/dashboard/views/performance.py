@@ -45,8 +45,3 @@ if "seconds" in latest.get("eap_acdc", {}):
 if len(results) > 1:
     st.header("History")
     st.plotly_chart(figures.ratio_history(results), key="history")
-
-missing = [f"{key}: {latest[key]['not_available']}" for key in ("eap_acdc", "codebook_overhead", "mamba_scan")
-           if "not_available" in latest.get(key, {})]
-if missing:
-    st.caption("Not measured yet — " + "; ".join(missing))

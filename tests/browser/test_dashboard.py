@@ -1,6 +1,7 @@
 """Drive the dashboard in headless Chromium: every page renders cleanly, controls change figures."""
 
 import json
+import re
 import time
 
 import pytest
@@ -246,8 +247,30 @@ def test_screenshots_of_the_main_pages_for_the_readme(name, server, page):
     path, text = SHOTS[name]
     page.goto(f"{server}/{path}")
     page.get_by_text(text).first.wait_for(timeout=TIMEOUT)
+    if name != "home":  # every other page opens on figures: wait until they are drawn, not their spinner
+        page.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    page.get_by_text("drawing figures").wait_for(state="hidden", timeout=TIMEOUT)
     wait_for_render(page)
     page.wait_for_timeout(2000)  # plotly's transitions and the iframes settle
     assert_clean(page)
     (REPO / "docs").mkdir(exist_ok=True)
     page.screenshot(path=str(REPO / "docs" / f"{name}.png"))
+
+
+def test_cancel_stops_a_run_from_the_experiment_page(server, runs_dir, page):
+    before = sorted(p.name for p in runs_dir.iterdir())
+    page.goto(f"{server}/experiment?experiment=induction")
+    page.get_by_role("tab", name="Run it").click()
+    page.get_by_role("button", name="Run").click()  # quick: minutes, unless cancelled
+    page.get_by_text(re.compile(r"step \d+/3000")).wait_for(timeout=TIMEOUT)  # training, well before step 500
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("Training was cancelled").wait_for(timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    # stopped before its first checkpoint (step 500): nothing to resume, so the stopped run removes its folder
+    for _ in range(60):
+        if sorted(p.name for p in runs_dir.iterdir()) == before:
+            break
+        page.wait_for_timeout(500)
+    left = sorted(p.name for p in runs_dir.iterdir())
+    assert left == before, [(n, sorted(q.name for q in (runs_dir / n).iterdir())) for n in left]

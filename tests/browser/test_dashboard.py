@@ -274,3 +274,30 @@ def test_cancel_stops_a_run_from_the_experiment_page(server, runs_dir, page):
         page.wait_for_timeout(500)
     left = sorted(p.name for p in runs_dir.iterdir())
     assert left == before, [(n, sorted(q.name for q in (runs_dir / n).iterdir())) for n in left]
+
+
+def test_inspector_hook_point_choice_changes_the_figure(server, page):
+    page.goto(f"{server}/inspector")
+    title = "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text)" \
+            ".find(t => t && t.includes('blocks.')) || ''"
+    page.wait_for_function(f"() => ({title})().includes('hook_resid_post')", timeout=TIMEOUT)
+    wait_for_render(page)
+    choose(page, "hook point", "blocks.0.attn.hook_pattern")
+    page.wait_for_function(f"() => ({title})().includes('blocks.0.attn.hook_pattern')", timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+
+
+def test_an_exported_report_opens_offline_with_its_figures_drawn(browser, tmp_path):
+    from workbench.report import write_report
+
+    report = write_report(REPO / "data" / "induction", tmp_path / "induction.html")
+    context = browser.new_context(offline=True)
+    page = context.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "blob:")) else None)
+    page.goto(report.as_uri())
+    page.locator(".plotly-graph-div .main-svg").first.wait_for(timeout=TIMEOUT)  # plotly.js ran and drew
+    assert page.locator(".plotly-graph-div").count() >= 4
+    assert requests == []
+    context.close()

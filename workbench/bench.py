@@ -42,7 +42,6 @@ CODEBOOK_TARGET = 1.5  # one MLP codebook of 1000 codes should cost ≤ 1.5× a 
 CODEBOOK_CODES = 1000
 EAP_TARGET, EAP_IG_TARGET, IG_STEPS = 2.0, 10.0, 10  # seconds on 2 cores, 2-layer model (issue #12)
 EAP_SHAPE = (32, 64)  # clean/corrupted pairs × tokens: the induction-circuit experiment's
-NOT_YET = "not implemented in workbench yet"
 
 
 @dataclass(frozen=True)
@@ -270,6 +269,27 @@ def bench_attention_variants(plan: Plan) -> dict:
          "seconds": seconds[name], "vs_softmax": seconds[name]["median"] / base} for name, m in models.items()]}
 
 
+MAMBA_LENGTHS = (64, 256, 1024)
+
+
+def bench_mamba_scan(plan: Plan, lengths: tuple[int, ...]) -> dict:
+    """A training step of one Mamba layer (d 32, inner 64, state 8: the `mamba` recipe) with the sequential and the
+    parallel scan, beside one attention layer of the same width, at each length (batch 8)."""
+    base = dict(n_layers=1, d_model=32, n_heads=4, d_mlp=0, d_vocab=D_VOCAB, n_ctx=max(lengths), positional="none")
+    models = {"mamba sequential": {"block": "mamba", "mamba_scan": "sequential"},
+              "mamba parallel": {"block": "mamba", "mamba_scan": "parallel"}, "attention": {"block": "attention"}}
+    rows = []
+    for length in lengths:
+        tokens = random_tokens(8, length)
+        steps = {name: train_step(build_model(ModelConfig(**base, **extra), seed=0), tokens)
+                 for name, extra in models.items()}
+        seconds = time_interleaved(steps, plan.warmup, plan.reps)
+        rows.append({"seq": length, "seconds": seconds,
+                     "sequential/parallel": seconds["mamba sequential"]["median"] / seconds["mamba parallel"]["median"],
+                     "parallel/attention": seconds["mamba parallel"]["median"] / seconds["attention"]["median"]})
+    return {"config": "1L d32, Mamba inner 64 state 8", "batch": 8, "rows": rows}
+
+
 def bench_eap_acdc(plan: Plan) -> dict:
     """EAP, EAP-IG (10 steps) and ACDC on the same circuit graph of a 2-layer attention-only model (q, k, v
     inputs split: 81 edges), each call timed end to end (corrupted and clean runs included)."""
@@ -431,6 +451,8 @@ def measure(result: dict, plan: Plan, progress: bool, catalog: bool) -> None:
     tasks.append(("codebook", lambda: result.update(codebook_overhead=bench_codebook(plan))))
     tasks.append(("EAP / ACDC", lambda: result.update(eap_acdc=bench_eap_acdc(plan))))
     tasks.append(("attention variants", lambda: result.update(attention_variants=bench_attention_variants(plan))))
+    lengths = MAMBA_LENGTHS[:2] if plan.reps < 5 else MAMBA_LENGTHS  # quick: the short lengths only
+    tasks.append(("mamba scan", lambda: result.update(mamba_scan=bench_mamba_scan(plan, lengths))))
     if catalog:
         tasks.append(("catalog", lambda: result.update(catalog={"experiments": bench_catalog()})))
     bar = tqdm(tasks, desc="bench", disable=not progress, leave=False)
@@ -443,7 +465,6 @@ def measure(result: dict, plan: Plan, progress: bool, catalog: bool) -> None:
     result["mfu"] = {"peak": peak, "formula": "6·N_matmul·tokens + 12·n_layers·seq²·d_attn·batch",
                      "rows": mfu_rows(train, peak["peak_flops_per_s"])}
     result.setdefault("catalog", {"skipped": "off by default (long); run `workbench bench --catalog`"})
-    result["mamba_scan"] = {"not_available": NOT_YET}
     result["targets"] = targets(train, result["cache"], result["codebook_overhead"], result["eap_acdc"])
     result["passed"] = all(t["passed"] for t in result["targets"])
 
@@ -523,7 +544,13 @@ def _other_lines(result: dict) -> list[str]:
         a = result["attention_variants"]
         lines += [f"attention variants ({a['config']}, {a['batch']}x{a['seq']}, training step vs softmax): "
                   + ", ".join(f"{v['attention']} ×{v['vs_softmax']:.2f} ({v['path']})" for v in a["variants"])]
-    lines += [f"mamba_scan: not available — {result['mamba_scan']['not_available']}"]
+    m = result["mamba_scan"]
+    if "rows" in m:  # absent from files written before the Mamba block existed
+        lines += [f"mamba_scan ({m['config']}, batch {m['batch']}, training step): " + "; ".join(
+            f"{r['seq']}: sequential {_s(r['seconds']['mamba sequential'])} s, parallel "
+            f"{_s(r['seconds']['mamba parallel'])} s, attention {_s(r['seconds']['attention'])} s" for r in m["rows"])]
+    else:
+        lines += [f"mamba_scan: not available — {m.get('not_available')}"]
     lines += ["", "Targets"] + [
         f"  [{'pass' if t['passed'] else 'FAIL'}] {t['name']}: {t['value']:.3f} (needs {t['op']} {t['threshold']})"
         for t in result["targets"]]

@@ -36,7 +36,13 @@ def test_every_section_is_present_and_the_file_is_written(result):
     assert on_disk["settings"]["threads"] == on_disk["machine"]["threads"] == 2
     for key in ("cpu_count", "torch_version", "platform"):
         assert on_disk["machine"][key]
-    assert result["mamba_scan"] == {"not_available": bench.NOT_YET}
+    mamba = result["mamba_scan"]
+    assert [r["seq"] for r in mamba["rows"]] == [64, 256]  # quick: the short lengths
+    for row in mamba["rows"]:
+        assert set(row["seconds"]) == {"mamba sequential", "mamba parallel", "attention"}
+        assert all(positive(stats) for stats in row["seconds"].values())
+        assert row["sequential/parallel"] == row["seconds"]["mamba sequential"]["median"] / \
+            row["seconds"]["mamba parallel"]["median"]
     paths = {v["attention"]: v["path"] for v in result["attention_variants"]["variants"]}
     assert paths == {"softmax": "sdpa", "gated": "sdpa", "ssmax": "explicit", "clipped": "explicit"}
     eap = result["eap_acdc"]

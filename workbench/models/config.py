@@ -8,8 +8,8 @@ from pydantic import Field, PrivateAttr, field_validator, model_serializer, mode
 
 from workbench.config import Config
 
-# Block types (models/transformer.py BLOCKS): attention (+ MLP when d_mlp > 0) or an MLP alone.
-BlockName = Literal["attention", "mlp"]
+# Block types (models/transformer.py BLOCKS): attention (+ MLP when d_mlp > 0), an MLP alone, or a Mamba mixer.
+BlockName = Literal["attention", "mlp", "mamba"]
 
 
 class ModelConfig(Config):
@@ -34,6 +34,12 @@ class ModelConfig(Config):
     mask: Literal["causal", "bidirectional"] = "causal"
     block: BlockName | list[BlockName] = Field(
         "attention", description="block type, or a per-layer list repeated as a pattern over n_layers")
+    mamba_d_inner: int = Field(0, ge=0, description="Mamba: inner width (0: 2 · d_model)")
+    mamba_d_state: int = Field(8, ge=1, description="Mamba: SSM state size N per channel")
+    mamba_d_conv: int = Field(4, ge=1, description="Mamba: causal depthwise conv width")
+    mamba_selective: bool = Field(True, description="Mamba: Δ, B, C from each token (False: LTI, fixed and shared)")
+    mamba_scan: Literal["parallel", "sequential"] = Field("parallel", description="Mamba: associative (log-depth) "
+                                                          "scan, or the one-step-per-position reference")
     loops: int = Field(1, ge=1, description="apply each block this many times with shared weights (looped)")
     loop_input_injection: bool = Field(False, description="add a looped block's input before every iteration")
     tied_embeddings: bool = False
@@ -94,6 +100,10 @@ class ModelConfig(Config):
         if self.tied_embeddings and self.readout:
             raise ValueError("model.tied_embeddings reads logits out through W_E; it cannot follow an MLP read-out "
                              f"(model.readout={self.readout})")
+        mixers = [i for i in range(self.n_layers) if self.block_at(i) == "mamba" and self.d_mlp_at(i) > 0]
+        if mixers:
+            raise ValueError(f"model.block: layers {mixers} are 'mamba' blocks, which have no MLP, but model.d_mlp "
+                             "is positive there; set d_mlp 0 in those layers (a per-layer list) or add 'mlp' blocks")
         empty = [i for i in range(self.n_layers) if self.block_at(i) == "mlp" and self.d_mlp_at(i) == 0]
         if empty:
             raise ValueError(f"model.block: layers {empty} are 'mlp' blocks but model.d_mlp is 0 there; "
@@ -104,6 +114,10 @@ class ModelConfig(Config):
         """A scalar, or a list repeated as a pattern, expanded to one entry per layer."""
         values = value if isinstance(value, list) else [value]
         return [values[i % len(values)] for i in range(self.n_layers)]
+
+    @property
+    def mamba_inner(self) -> int:
+        return self.mamba_d_inner or 2 * self.d_model
 
     def block_at(self, layer: int) -> str:
         return self.per_layer(self.block)[layer]

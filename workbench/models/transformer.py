@@ -24,6 +24,7 @@ from workbench.config import ConfigError
 from workbench.device import device_of
 from workbench.models.attention import Attention
 from workbench.models.config import ModelConfig
+from workbench.models.mamba import MambaBlock, MambaMixer
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
 
@@ -168,8 +169,8 @@ class MLPBlock(nn.Module):
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in))))
 
 
-# Block types by `cfg.block` (per layer); Mamba registers here in a later issue.
-BLOCKS: dict[str, type[nn.Module]] = {"attention": Block, "mlp": MLPBlock}
+# Block types by `cfg.block` (per layer).
+BLOCKS: dict[str, type[nn.Module]] = {"attention": Block, "mlp": MLPBlock, "mamba": MambaBlock}
 
 
 class Looped(nn.Module):
@@ -262,12 +263,15 @@ class Transformer(HookedRootModule):
             if p.dim() < 2 or name.startswith("readout."):
                 continue
             std = self.cfg.init_std
-            if name.endswith(("attn.out.weight", "fc_out.weight")):
+            if name.endswith(("attn.out.weight", "fc_out.weight", "mamba.out_proj.weight")):
                 std /= math.sqrt(2 * self.cfg.n_layers)
             nn.init.normal_(p, std=std)
         for name, p in self.named_parameters():
             if name.endswith(".bias") and not name.startswith("readout."):
                 nn.init.zeros_(p)
+        for module in self.modules():  # Mamba's A, Δ and D have inits of their own
+            if isinstance(module, MambaMixer):
+                module.init_ssm()
 
     @property
     def device(self) -> torch.device:

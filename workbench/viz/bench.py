@@ -78,6 +78,20 @@ def mfu(result: dict) -> go.Figure:
     return fig
 
 
+def mamba_scan(result: dict) -> go.Figure:
+    """Training-step time of one Mamba layer (sequential and parallel scan) and one attention layer by length."""
+    rows = result["mamba_scan"]["rows"]
+    fig = go.Figure([go.Scatter(x=[r["seq"] for r in rows], y=[r["seconds"][name]["median"] * 1e3 for r in rows],
+                                mode="lines+markers", name=name,
+                                hovertemplate="length %{x}<br>%{y:.1f} ms<extra>" + name + "</extra>")
+                     for name in ("mamba sequential", "mamba parallel", "attention")])
+    m = result["mamba_scan"]
+    fig.update_layout(title=f"Mamba scan: training step by length ({m['config']}, batch {m['batch']})",
+                      xaxis_title="sequence length", yaxis_title="ms per step (median)", xaxis_type="log",
+                      yaxis_type="log", height=380, **LAYOUT)
+    return fig
+
+
 def ratio_history(results: list[dict]) -> go.Figure:
     """ours/plain over successive bench results (oldest first), one line per config × shape."""
     series: dict[str, tuple[list[str], list[float]]] = {}

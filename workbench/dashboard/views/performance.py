@@ -42,6 +42,10 @@ if "seconds" in latest.get("eap_acdc", {}):
     st.table(pd.DataFrame({name: {"median s": s["median"], "min s": s["min"], "max s": s["max"]}
                            for name, s in e["seconds"].items()}).T)
 
+if "rows" in latest.get("mamba_scan", {}):
+    st.header("Mamba scan")
+    st.plotly_chart(figures.mamba_scan(latest), key="mamba")
+
 if len(results) > 1:
     st.header("History")
     st.plotly_chart(figures.ratio_history(results), key="history")

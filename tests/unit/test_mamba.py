@@ -65,7 +65,7 @@ def test_the_selective_blocks_hooks_carry_their_documented_shapes():
 def test_tl_activation_patching_runs_on_a_mamba_model():
     from transformer_lens import patching
 
-    model = mamba(init_std=0.2)  # larger weights: information visibly flows between positions
+    model = mamba()
     g = torch.Generator().manual_seed(2)
     clean, corrupted = torch.randint(0, 16, (2, 12), generator=g), torch.randint(0, 16, (2, 12), generator=g)
     _, clean_cache = model.run_with_cache(clean)
@@ -84,7 +84,7 @@ def test_tl_activation_patching_runs_on_a_mamba_model():
         by_hand = metric(model.run_with_hooks(corrupted, fwd_hooks=[("blocks.1.hook_resid_pre", patch_one)]))
         corrupted_metric = metric(model(corrupted)).item()
     assert grid[1, 4].item() == pytest.approx(by_hand.item(), abs=1e-5)
-    assert abs(grid[1, 0].item() - corrupted_metric) > 1e-4  # position 0 reaches the last token through the SSM
+    assert abs(grid[1, 9].item() - corrupted_metric) > 1e-2  # an earlier position reaches the last through the SSM
 
 
 def test_attention_tools_skip_mamba_layers_and_say_so():
@@ -102,3 +102,17 @@ def test_attention_tools_skip_mamba_layers_and_say_so():
 def test_a_mamba_layer_refuses_an_mlp_width():
     with pytest.raises(ValueError, match=r"layers \[0, 1\] are 'mamba' blocks, which have no MLP"):
         ModelConfig(n_layers=2, block="mamba", d_mlp=64)
+
+
+def test_selective_copying_hides_its_data_among_filler_and_asks_for_it_in_order():
+    from workbench.tasks.selective_copy import FILLER, MARKER, SelectiveCopy, SelectiveCopyConfig
+
+    cfg = SelectiveCopyConfig(context=20, n_copy=3, n_symbols=5)
+    batch = SelectiveCopy(cfg).sample(64, torch.Generator().manual_seed(0))
+    context, markers = batch.tokens[:, :20], batch.tokens[:, 20:]
+    assert (markers == MARKER).all() and batch.loss_mask[:, 20:].all() and not batch.loss_mask[:, :20].any()
+    assert ((context != FILLER).sum(1) == 3).all() and (batch.meta["is_data"].sum(1) == 3).all()
+    for row in range(64):
+        data = context[row][context[row] != FILLER]
+        assert torch.equal(batch.targets[row, 20:], data)  # the data tokens, in the order they appeared
+    assert len({tuple(p.tolist()) for p in batch.meta["places"]}) > 50  # the places vary: content, not position

@@ -37,6 +37,7 @@ from workbench.experiments.induction import Induction  # noqa: E402
 from workbench.experiments.induction_circuit import InductionCircuit  # noqa: E402
 from workbench.experiments.length_gen import LengthGen  # noqa: E402
 from workbench.experiments.looped import Looped  # noqa: E402
+from workbench.experiments.mamba import Mamba  # noqa: E402
 from workbench.experiments.no_op_heads import NoOpHeads  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.ssmax import SSMax  # noqa: E402
@@ -56,5 +57,6 @@ register(SetPrompting())
 register(SSMax())
 register(NoOpHeads())
 register(LengthGen())
+register(Mamba())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

@@ -90,6 +90,8 @@ class MambaMixer(nn.Module):
         inner, n = self.A_log.shape
         self.A_log.copy_(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).expand(inner, n))
         self.D.fill_(1.0)
+        for linear in (self.in_proj, self.out_proj):
+            nn.init.zeros_(linear.bias)
         step = torch.exp(torch.rand(inner) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         inverse_softplus = step + torch.log(-torch.expm1(-step))
         if self.selective:

@@ -260,14 +260,15 @@ class Transformer(HookedRootModule):
         """Normal(0, init_std); output projections scaled by 1/sqrt(2·n_layers) as in GPT-2."""
         for name, p in self.named_parameters():
             # An MLP read-out keeps PyTorch's fan-in init: at std 0.02 a deep head would shrink its input ~5× a layer.
-            if p.dim() < 2 or name.startswith("readout."):
+            # So does a Mamba mixer, as in the reference implementation (its SSM parameters: `init_ssm`).
+            if p.dim() < 2 or name.startswith("readout.") or ".mamba." in name:
                 continue
             std = self.cfg.init_std
             if name.endswith(("attn.out.weight", "fc_out.weight", "mamba.out_proj.weight")):
                 std /= math.sqrt(2 * self.cfg.n_layers)
             nn.init.normal_(p, std=std)
         for name, p in self.named_parameters():
-            if name.endswith(".bias") and not name.startswith("readout."):
+            if name.endswith(".bias") and not name.startswith("readout.") and ".mamba." not in name:
                 nn.init.zeros_(p)
         for module in self.modules():  # Mamba's A, Δ and D have inits of their own
             if isinstance(module, MambaMixer):

@@ -49,6 +49,12 @@ def heatmap_state(page):
     }""")
 
 
+def plot_title(containing: str) -> str:
+    """JS: the title of the first plotly figure whose title contains `containing` ('' until one is drawn)."""
+    return ("() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text)"
+            f".find(t => t && t.includes('{containing}')) || ''")
+
+
 def choose(page, label, option):
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
     box.scroll_into_view_if_needed()  # a select that a click first scrolls to closes again as the page scrolls
@@ -195,8 +201,7 @@ def test_circuits_page_runs_patching_and_discovery(server, page):
 
 def test_dynamics_step_slider_changes_the_attention_map(server, page):
     page.goto(f"{server}/dynamics")
-    title = "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text)" \
-            ".find(t => t && t.includes('layer ')) || ''"
+    title = plot_title("layer ")
     page.wait_for_function(f"() => ({title})().includes('at step 3000')", timeout=TIMEOUT)
     wait_for_render(page)
     assert_clean(page)
@@ -278,8 +283,7 @@ def test_cancel_stops_a_run_from_the_experiment_page(server, runs_dir, page):
 
 def test_inspector_hook_point_choice_changes_the_figure(server, page):
     page.goto(f"{server}/inspector")
-    title = "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text)" \
-            ".find(t => t && t.includes('blocks.')) || ''"
+    title = plot_title("blocks.")
     page.wait_for_function(f"() => ({title})().includes('hook_resid_post')", timeout=TIMEOUT)
     wait_for_render(page)
     choose(page, "hook point", "blocks.0.attn.hook_pattern")

@@ -230,8 +230,14 @@ def snapshots(path: str | Path, variant: str | None = None) -> list[int]:
 def dense_windows(path: str | Path, variant: str | None = None) -> list[tuple[int, int]]:
     """The (start, end) steps of the intervals where a run kept dense snapshots (its metrics moved most)."""
     saved = Run(path)
-    state = (saved.variant(variant) if variant else saved).path / "snapshots" / "dense.json"
-    return [(w["start"], w["end"]) for w in json.loads(state.read_text())["windows"]] if state.exists() else []
+    return [(w["start"], w["end"]) for w in saved_windows((saved.variant(variant) if variant else saved).path
+                                                          / "snapshots")]
+
+
+def saved_windows(folder: Path) -> list[dict]:
+    """The dense windows a snapshots folder recorded (`train.DenseWindows`: start, end, steps); none if none."""
+    state = folder / "dense.json"
+    return json.loads(state.read_text())["windows"] if state.exists() else []
 
 
 def snapshot_models(path: str | Path, variant: str | None = None, steps: list[int] | None = None,
@@ -334,9 +340,7 @@ def copy_entries(source: Path, dest: Path, entries: tuple[str, ...], snapshots: 
 
 def dense_steps(folder: Path) -> set[int]:
     """The steps of a run's dense snapshot windows (see `train.DenseWindows`), ends included."""
-    state = folder / "dense.json"
-    windows = json.loads(state.read_text())["windows"] if state.exists() else []
-    return {s for w in windows for s in (w["start"], *w["steps"], w["end"])}
+    return {s for w in saved_windows(folder) for s in (w["start"], *w["steps"], w["end"])}
 
 
 def thin(steps: list[int], keep: int) -> list[int]:

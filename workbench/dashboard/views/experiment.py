@@ -36,7 +36,7 @@ with shipped_tab:
     else:
         result = read_json(shipped / "result.json", "result")
         verdict = ":green-badge[pass]" if result["passed"] else ":red-badge[FAIL: a criterion is not met]"
-        st.markdown(f"{verdict} · quick preset · {result['seconds']:.0f} s on the machine that shipped it · "
+        st.markdown(f"{verdict} · {result['mode']} preset · {result['seconds']:.0f} s on the machine that shipped it · "
                     f"`{result['command']}`")
         st.dataframe(criteria_rows(exp, result), hide_index=True)
         variants = list(result["config"].get("variants") or {})
@@ -44,7 +44,11 @@ with shipped_tab:
             st.caption("Variants: " + ", ".join(f"`{v}`" for v in variants) + ". Figures comparing them come "
                        "first, then each figure of every variant side by side.")
         if st.toggle("figures (drawn from the shipped models)", value=True, key=f"figures-{name}"):
-            drawn = cached_figures(str(shipped))
+            try:
+                drawn = cached_figures(str(shipped))
+            except ConfigError as e:  # a missing or corrupt model file: say which, keep the page
+                st.error(f"Cannot draw the shipped figures: {e}")
+                drawn = {}
             shared = [(key, fig) for key, fig in drawn.items() if "." not in key]
             for start in range(0, len(shared), 2):
                 for column, (key, fig) in zip(st.columns(2), shared[start:start + 2], strict=False):

@@ -115,9 +115,11 @@ def llc_over_training(path: str | Path, variant: str | None = None, cfg: LLCConf
 
 def saved_llc(path: str | Path, variant: str | None = None) -> list[dict]:
     """The LLC rows a run saved (`workbench llc`), by step; empty if it has none or the file is unreadable."""
-    folder = Path(path) / "variants" / variant if variant else Path(path)
+    from workbench.runs import Run
+
     try:
+        folder = (Run(path).variant(variant) if variant else Run(path)).path
         rows = json.loads((folder / RESULT_FILE).read_text())["rows"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
         return []
     return [r for r in rows if isinstance(r, dict) and math.isfinite(r.get("llc", math.nan))]

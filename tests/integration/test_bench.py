@@ -44,7 +44,8 @@ def test_every_section_is_present_and_the_file_is_written(result):
         assert row["sequential/parallel"] == row["seconds"]["mamba sequential"]["median"] / \
             row["seconds"]["mamba parallel"]["median"]
     paths = {v["attention"]: v["path"] for v in result["attention_variants"]["variants"]}
-    assert paths == {"softmax": "sdpa", "gated": "sdpa", "ssmax": "explicit", "clipped": "explicit"}
+    assert paths == {"softmax": "sdpa", "gated": "sdpa", "ssmax": "explicit", "clipped": "explicit",
+                     "uniform": "explicit"}
     eap = result["eap_acdc"]
     assert eap["edges"] == 81 and 0 < eap["acdc_edges_kept"] <= 81
     assert set(eap["seconds"]) == {"EAP", "EAP-IG 10 steps", "ACDC"}

@@ -11,7 +11,7 @@ from workbench.hooks.circuits import activation_patching, logit_diff
 from workbench.models import ModelConfig, Transformer, build_model
 from workbench.models.attention import ScalableSoftmax, online_softmax, safe_softmax
 
-VARIANTS = ["softmax", "ssmax", "clipped", "gated"]
+VARIANTS = ["softmax", "ssmax", "clipped", "gated", "uniform"]
 
 
 def make(attention: str, **overrides) -> Transformer:
@@ -38,6 +38,8 @@ def naive_attention(attn, x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
         if cfg.attention == "ssmax":  # × s · log(number of keys seen)
             scores = scores * attn.normalise.s[h] * torch.arange(1, pos + 1).float().log()[:, None]
         pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+        if cfg.attention == "uniform":  # 1/(keys seen), scores unused
+            pattern = causal.float() / torch.arange(1, pos + 1)[:, None]
         if cfg.attention == "clipped":
             pattern = ((cfg.clip_zeta - cfg.clip_gamma) * pattern + cfg.clip_gamma).clamp(0, 1)
         z = pattern @ v
@@ -73,7 +75,7 @@ def test_hooks_and_tl_patching_run_on_each_variant(attention):
 
 def test_the_default_and_gated_keep_the_sdpa_fast_path():
     paths = {a: make(a).blocks[0].attn.pattern_needed() for a in VARIANTS}
-    assert paths == {"softmax": False, "gated": False, "ssmax": True, "clipped": True}
+    assert paths == {"softmax": False, "gated": False, "ssmax": True, "clipped": True, "uniform": True}
 
 
 def test_ssmax_keeps_attention_focused_as_the_context_grows():
@@ -193,3 +195,14 @@ def test_ssmax_s_is_trained_only_when_asked(learn):
     model(tokens).logsumexp(-1).mean().backward()
     optimizer.step()
     assert torch.equal(normalise.s, torch.full((2,), 0.43)) != learn
+
+
+def test_uniform_attention_weighs_every_visible_key_equally_and_leaves_q_and_k_untrained():
+    model = make("uniform")
+    tokens = torch.randint(0, 13, (2, 6), generator=torch.Generator().manual_seed(0))
+    pattern = attention_patterns(model, tokens, [0])[0]
+    assert torch.allclose(pattern, torch.ones(6, 6).tril() / torch.arange(1, 7)[:, None])
+    model(tokens).sum().backward()
+    qk = 2 * model.cfg.n_heads * model.cfg.d_head  # the fused projection's q and k rows
+    grad = model.blocks[0].attn.qkv.weight.grad
+    assert float(grad[:qk].abs().max()) == 0 and float(grad[qk:].abs().max()) > 0

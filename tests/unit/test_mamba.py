@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.models import ModelConfig, build_model
+from workbench.config import ConfigError
+from workbench.models import ModelConfig, Transformer, build_model
 from workbench.models.mamba import lti_kernel, parallel_scan, sequential_scan
 
 
@@ -116,3 +117,28 @@ def test_selective_copying_hides_its_data_among_filler_and_asks_for_it_in_order(
         data = context[row][context[row] != FILLER]
         assert torch.equal(batch.targets[row, 20:], data)  # the data tokens, in the order they appeared
     assert len({tuple(p.tolist()) for p in batch.meta["places"]}) > 50  # the places vary: content, not position
+
+
+@pytest.mark.parametrize("option", [{"attention": "ssmax"}, {"positional": "rotary"}, {"mask": "bidirectional"}])
+def test_an_all_mamba_config_refuses_attention_options(option):
+    with pytest.raises(ValueError, match=f"model.{next(iter(option))}=.* configures attention, but every layer"):
+        ModelConfig(n_layers=2, d_model=16, block="mamba", **option)
+
+
+def test_mamba_options_without_a_mamba_layer_and_a_state_of_zero_are_refused():
+    with pytest.raises(ValueError, match="model.mamba_d_state=4 configures Mamba blocks, but model.block='attention'"):
+        ModelConfig(mamba_d_state=4)
+    with pytest.raises(ValueError, match="mamba_d_state"):
+        ModelConfig(block="mamba", mamba_d_state=0)
+
+
+def test_asking_a_mamba_layer_for_an_attention_hook_is_one_clear_error():
+    model = Transformer(ModelConfig(n_layers=2, d_model=16, block=["mamba", "attention"], n_ctx=8, d_vocab=8))
+    tokens = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ConfigError, match="hook 'blocks.0.attn.hook_pattern': layer 0 is a 'mamba' block.*"
+                       "blocks.0.mamba.hook_delta"):
+        model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    with pytest.raises(ConfigError, match="did you mean blocks.1.attn.hook_pattern"):
+        model.run_with_cache(tokens, names_filter=["blocks.1.attn.hook_patern"])
+    _, cache = model.run_with_cache(tokens, names_filter=["blocks.1.attn.hook_pattern", "blocks.0.mamba.hook_B"])
+    assert set(cache.keys()) == {"blocks.1.attn.hook_pattern", "blocks.0.mamba.hook_B"}

@@ -25,12 +25,20 @@ def family(experiment: str | None) -> str:
         return "?"
 
 
+def hooked(experiment: str | None) -> bool:
+    """Whether the experiment's models are hooked Transformers (the SVM experiment's is W alone)."""
+    try:
+        return experiments.get(experiment or "?").hooked
+    except ConfigError:
+        return False
+
+
 def model_picker(keep: Callable[[ModelRef], bool] = lambda ref: True,
                  none_message: str = "No saved models: ship one with `workbench run induction --quick --ship` or "
                                      "run it on the Experiments page.") -> ModelRef:
     """A select box over the saved models that `keep` accepts, attention-family ones first (the views' default
     is a model whose phenomenon is an attention pattern); the page stops with `none_message` if there are none."""
-    models = {label: ref for label, ref in saved_models().items() if keep(ref)}
+    models = {label: ref for label, ref in saved_models().items() if hooked(ref.experiment) and keep(ref)}
     if not models:
         st.warning(none_message)
         st.stop()

@@ -29,19 +29,23 @@ def names(family: str | None = None) -> list[str]:
 # --- registration: one line per experiment ---
 from workbench.experiments.bursty import Bursty  # noqa: E402
 from workbench.experiments.codebook import Codebook  # noqa: E402
+from workbench.experiments.cot_parity import CoTParity  # noqa: E402
 from workbench.experiments.grokking import Grokking  # noqa: E402
 from workbench.experiments.icl_boolean import ICLBoolean  # noqa: E402
 from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
 from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
 from workbench.experiments.induction_circuit import InductionCircuit  # noqa: E402
+from workbench.experiments.inverse_permutation import InversePermutationExperiment  # noqa: E402
 from workbench.experiments.length_gen import LengthGen  # noqa: E402
 from workbench.experiments.looped import Looped  # noqa: E402
 from workbench.experiments.mamba import Mamba  # noqa: E402
 from workbench.experiments.no_op_heads import NoOpHeads  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.ssmax import SSMax  # noqa: E402
+from workbench.experiments.svm import SVM  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
+from workbench.experiments.topics import TopicsExperiment  # noqa: E402
 
 register(Induction())
 register(ICLLinear())
@@ -58,5 +62,9 @@ register(SSMax())
 register(NoOpHeads())
 register(LengthGen())
 register(Mamba())
+register(InversePermutationExperiment())
+register(CoTParity())
+register(TopicsExperiment())
+register(SVM())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

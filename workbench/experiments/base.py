@@ -45,6 +45,16 @@ def check_fits(task: Config, model: ModelConfig) -> None:
                          f"got model.d_input={model.d_input}")
 
 
+def variant_logs(cfg: ExperimentConfig, run: Run) -> dict[str, list[dict]]:
+    """Each variant's training log under its metric prefix ("name."), or the run's own log under ""."""
+    return {f"{name}.": run.variant(name).metrics() for name in cfg.variants} or {"": run.metrics()}
+
+
+def first_step(rows: list[dict], key: str, threshold: float) -> int | None:
+    """The first logged step at which `key` reached `threshold` (None: never)."""
+    return next((row["step"] for row in rows if row.get(key, float("-inf")) >= threshold), None)
+
+
 class ExperimentConfig(Config):
     """Every experiment config has these sections; an experiment adds a `task` section.
 
@@ -118,6 +128,7 @@ class Experiment:
     paper: ClassVar[str]
     claim: ClassVar[str]
     family: ClassVar[str] = "attention"  # which hook family's page shows it: attention | icl | …
+    hooked: ClassVar[bool] = True  # its models are hooked Transformers, which the model pages open
     Config: ClassVar[type[ExperimentConfig]]
     presets: ClassVar[dict[Mode, dict[str, Any]]]  # dotted overrides on top of Config() defaults
     criteria: ClassVar[list[Criterion]]

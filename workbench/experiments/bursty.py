@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits, first_step, variant_logs
 from workbench.hooks.attention import attention_patterns
 from workbench.hooks.icl import query_accuracy
 from workbench.models import ModelConfig
@@ -109,14 +109,12 @@ class Bursty(Experiment):
 
     def run_metrics(self, cfg: BurstyExperimentConfig, run: Run, models=None) -> dict[str, float]:
         """IC accuracy at `early_step` and the first step IC accuracy reaches 0.75, from the training log."""
-        logs = {f"{name}.": run.variant(name).metrics() for name in cfg.variants} or {"": run.metrics()}
         metrics = {}
-        for prefix, rows in logs.items():
-            logged = [(r["step"], r["ic_accuracy"]) for r in rows if "ic_accuracy" in r]
-            early = [acc for step, acc in logged if step <= cfg.early_step]
+        for prefix, rows in variant_logs(cfg, run).items():
+            early = [r["ic_accuracy"] for r in rows if "ic_accuracy" in r and r["step"] <= cfg.early_step]
             if early:
                 metrics[f"{prefix}ic_accuracy_early"] = early[-1]
-            jump = next((step for step, acc in logged if acc >= 0.75), None)
+            jump = first_step(rows, "ic_accuracy", 0.75)
             if jump is not None:
                 metrics[f"{prefix}ic_jump_step"] = float(jump)
         return metrics

@@ -50,6 +50,7 @@ class Mamba(Experiment):
     name = "mamba"
     title = "Selective state spaces: Mamba copies by content, an LTI SSM cannot"
     paper = PAPER
+    family = "expressivity"
     claim = "With input-dependent Δ, B and C a Mamba model solves selective copying; the LTI ablation does not."
     Config = MambaConfig
     presets = {
@@ -104,6 +105,27 @@ def step_sizes(model, batch, cfg: MambaConfig) -> go.Figure:
                              marker_color=colour, hovertemplate="%{x}<br>mean Δ %{y:.4f}<extra>" + kind + "</extra>"))
     fig.update_layout(title="selective Mamba: step size Δ on the tokens to copy vs the filler", barmode="group",
                       yaxis_title="mean Δ (over channels and positions)", height=360, **LAYOUT)
+    return fig
+
+
+@torch.no_grad()
+def step_sizes_along(model, tokens: torch.Tensor, names: list[str], n_copy: int) -> go.Figure:
+    """One sequence: the mean step size Δ (over channels) at every position, per layer, with the data tokens
+    marked; the last `n_copy` positions are the markers where the model answers."""
+    hooks = [f"blocks.{layer}.mamba.hook_delta" for layer in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens.to(device_of(model)), names_filter=hooks)
+    labels = [names[int(t)] for t in tokens[0]]
+    fig = go.Figure()
+    for layer, hook in enumerate(hooks):
+        fig.add_trace(go.Scatter(y=cache[hook][0].mean(-1).cpu().numpy(), mode="lines+markers", name=f"layer {layer}",
+                                 text=labels, hovertemplate="position %{x}: %{text}<br>Δ %{y:.4f}<extra></extra>"))
+    for pos, label in enumerate(labels[: len(labels) - n_copy]):
+        if label not in ("_", "?"):
+            fig.add_vline(x=pos, line_color="#d62728", line_dash="dot", annotation_text=label)
+    fig.add_vrect(x0=len(labels) - n_copy - 0.5, x1=len(labels) - 0.5, fillcolor="#7f7f7f", opacity=0.15,
+                  line_width=0, annotation_text="answers")
+    fig.update_layout(title="step size Δ along one sequence (dotted: the tokens to copy)", xaxis_title="position",
+                      yaxis_title="mean Δ over channels", height=360, **LAYOUT)
     return fig
 
 

@@ -70,10 +70,24 @@ class ClippedSoftmax(nn.Module):
         return ((self.zeta - self.gamma) * scores.softmax(dim=-1) + self.gamma).clamp(0, 1)
 
 
+class Uniform(nn.Module):
+    """Equal weight on every key a query may see, whatever the scores: attention frozen at uniform (Li et al. 2023's
+    topic-structure setting), so W_Q and W_K get no gradient and only the value path learns."""
+
+    sdpa_equivalent = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+
+    def forward(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
+        visible = torch.isfinite(scores).to(scores.dtype)
+        return visible / visible.sum(-1, keepdim=True).clamp(min=1)
+
+
 # Normalisers by `cfg.attention`: modules built from the config, so variants can carry parameters. Gated attention
 # normalises with the softmax; its gate is part of `Attention`.
 NORMALISERS: dict[str, type[nn.Module]] = {"softmax": Softmax, "ssmax": ScalableSoftmax, "clipped": ClippedSoftmax,
-                                          "gated": Softmax}
+                                          "gated": Softmax, "uniform": Uniform}
 
 
 def online_softmax(x: Float[Tensor, "... n"], chunk: int = 4096) -> tuple[Float[Tensor, "... n"], dict[str, float]]:

@@ -24,8 +24,8 @@ class ModelConfig(Config):
     positional: Literal["learned", "rotary", "alibi", "relative-bias", "none"] = "learned"
     # Selects a normaliser module in models/attention.py (NORMALISERS). ssmax: Scalable-Softmax (scores × s·log n,
     # learnable s per head); clipped: clip((ζ−γ)·softmax + γ, 0, 1); gated: softmax, each head's output × a sigmoid
-    # gate computed from the block input (hookable as attn.hook_gate).
-    attention: Literal["softmax", "ssmax", "clipped", "gated"] = "softmax"
+    # gate computed from the block input (hookable as attn.hook_gate); uniform: equal weight on every visible key.
+    attention: Literal["softmax", "ssmax", "clipped", "gated", "uniform"] = "softmax"
     ssmax_s: float = Field(0.43, gt=0, description="Scalable-Softmax: the initial s of every head")
     ssmax_learn_s: bool = Field(True, description="Scalable-Softmax: train s (the paper) or keep it fixed")
     clip_gamma: float = Field(-0.03, description="clipped softmax: γ, how far below 0 the softmax is stretched")
@@ -104,6 +104,18 @@ class ModelConfig(Config):
         if mixers:
             raise ValueError(f"model.block: layers {mixers} are 'mamba' blocks, which have no MLP, but model.d_mlp "
                              "is positive there; set d_mlp 0 in those layers (a per-layer list) or add 'mlp' blocks")
+        kinds = set(self.per_layer(self.block))
+        if "mamba" in kinds and "attention" not in kinds:
+            for option, wanted in (("attention", "softmax"), ("positional", ("learned", "none")), ("mask", "causal")):
+                if getattr(self, option) not in (wanted if isinstance(wanted, tuple) else (wanted,)):
+                    raise ValueError(f"model.{option}={getattr(self, option)!r} configures attention, but every "
+                                     f"layer is a Mamba or MLP block (model.block={self.block!r}); a Mamba layer is "
+                                     "causal by construction and has no scores to normalise or bias")
+        elif "mamba" not in kinds:
+            for option in ("mamba_d_inner", "mamba_d_state", "mamba_d_conv", "mamba_selective", "mamba_scan"):
+                if getattr(self, option) != type(self).model_fields[option].default:
+                    raise ValueError(f"model.{option}={getattr(self, option)} configures Mamba blocks, but model."
+                                     f"block={self.block!r} has none")
         empty = [i for i in range(self.n_layers) if self.block_at(i) == "mlp" and self.d_mlp_at(i) == 0]
         if empty:
             raise ValueError(f"model.block: layers {empty} are 'mlp' blocks but model.d_mlp is 0 there; "

@@ -10,6 +10,7 @@ Dimension names used in shape annotations across workbench:
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 
@@ -450,8 +451,37 @@ class Transformer(HookedRootModule):
     def run_with_cache(self, *args, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs):
         """TL's run_with_cache, returning an `ActivationCache` (`cache["pattern", 0]`, `decompose_resid`,
         `stack_head_results`, `logit_attrs` …); `return_cache_object=False` gives the plain dict."""
+        self.check_hook_names(kwargs.get("names_filter"))
         out, cache = super().run_with_cache(*args, remove_batch_dim=remove_batch_dim, **kwargs)
         return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim) if return_cache_object else cache
+
+    @torch.no_grad()
+    def generate(self, tokens: Int[Tensor, "batch pos"], new_tokens: int) -> Int[Tensor, "batch pos_plus_new"]:
+        """Greedy (argmax) continuation by `new_tokens` tokens; no KV cache, as the models and chains are small."""
+        if tokens.shape[1] + new_tokens - 1 > self.cfg.n_ctx:  # the last new token is written, never read
+            raise ConfigError(f"generate: {tokens.shape[1]} prompt tokens + {new_tokens} new need the model to read "
+                              f"{tokens.shape[1] + new_tokens - 1}, beyond its n_ctx={self.cfg.n_ctx}")
+        for _ in range(new_tokens):
+            tokens = torch.cat([tokens, self(tokens)[:, -1].argmax(-1, keepdim=True)], 1)
+        return tokens
+
+    def check_hook_names(self, names: str | list[str] | None) -> None:
+        """Refuse hook names this model lacks: TL's names_filter would silently cache nothing. On a layer that is
+        a Mamba block, an attention or MLP hook gets an error that says so."""
+        if not isinstance(names, (str, list, tuple)):
+            return  # None (everything) or a predicate
+        for name in [names] if isinstance(names, str) else names:
+            if name in self.hook_dict:
+                continue
+            layer = re.match(r"blocks\.(\d+)\.", name)
+            if layer and int(layer[1]) < self.cfg.n_layers and self.cfg.block_at(int(layer[1])) != "attention":
+                kind = self.cfg.block_at(int(layer[1]))
+                own = sorted(n for n in self.hook_dict if n.startswith(layer[0]))
+                raise ConfigError(f"hook {name!r}: layer {layer[1]} is a {kind!r} block, which has no such hook; "
+                                  f"its hooks: {', '.join(own)}")
+            close = difflib.get_close_matches(name, list(self.hook_dict), n=3)
+            raise ConfigError(f"hook {name!r}: this model has no such hook point"
+                              + (f"; did you mean {', '.join(close)}?" if close else ""))
 
     def set_use_attn_result(self, use: bool) -> None:
         """Compute each head's output separately through `attn.hook_result` (TL's switch; off by default)."""

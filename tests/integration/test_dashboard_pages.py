@@ -190,6 +190,17 @@ def test_experiment_page_is_built_from_the_catalog_with_variants_side_by_side(ru
     assert [c.value for c in at.caption].count("`softmax`") >= 1  # per-variant figures, one column per variant
 
 
+@pytest.mark.parametrize("name", experiments.names("expressivity"))
+def test_experiment_page_draws_each_expressivity_experiment_from_its_shipped_run(name, runs_root):
+    at = AppTest.from_file(str(PAGES.parent / "app.py"), default_timeout=120).run()
+    at.query_params["experiment"] = name
+    at.switch_page("views/experiment.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.title[0].value == experiments.get(name).title
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    assert titles and all(titles), titles
+
+
 def test_experiment_page_refuses_a_bad_override_before_any_run_exists(runs_root):
     at = page("experiment")
     at.text_area[0].input("model.n_layers=banana").run()

@@ -176,6 +176,7 @@ class Run:
 
     def log(self, row: dict) -> None:
         """Append one row with a single O_APPEND write: a kill lands before or after it, never inside."""
+        self.path.mkdir(parents=True, exist_ok=True)  # a variant's folder appears with its first row
         fd = os.open(self.path / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, (json.dumps(row) + "\n").encode())

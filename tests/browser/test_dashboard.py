@@ -199,6 +199,21 @@ def test_circuits_page_runs_patching_and_discovery(server, page):
     assert_clean(page)
 
 
+def test_circuits_page_shows_a_compiled_models_true_circuit_beside_the_found_one(server, page):
+    page.goto(f"{server}/circuits")
+    page.get_by_text("compiled (ground truth)").click()
+    page.wait_for_function(f"() => ({plot_title('the true circuit')})() !== ''", timeout=TIMEOUT)
+    page.wait_for_function(f"() => ({plot_title('true edges found')})() !== ''", timeout=TIMEOUT)
+    wait_for_render(page)
+    assert_clean(page)
+    legend = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(
+        p => p.data.filter(t => t.showlegend !== false && t.name).map(t => t.name))""")
+    assert "found and true" in legend, legend
+    assert "def make_" in page.inner_text("body")  # the program's source beside its model
+    (REPO / "docs").mkdir(exist_ok=True)
+    page.screenshot(path=str(REPO / "docs" / "circuits-compiled.png"), full_page=True)
+
+
 def test_dynamics_step_slider_changes_the_attention_map(server, page):
     page.goto(f"{server}/dynamics")
     title = plot_title("layer ")

@@ -136,10 +136,23 @@ def test_codebook_page_searches_codes_and_forces_one(runs_root):
 def test_circuits_page_discovers_with_each_method_and_rejects_a_bad_prompt(runs_root):
     at = page("circuits")
     assert not at.exception and at.metric[0].value == "81"  # the shipped induction model's graph
-    at.radio[0].set_value("ACDC").run()
+    at.radio(key="method").set_value("ACDC").run()
     assert not at.exception and any("ACDC kept" in c.value for c in at.caption)
     at.text_input[0].input("1 2 banana").run()
     assert not at.exception and any("'banana' is not a token id" in e.value for e in at.error)
+
+
+def test_circuits_page_shows_a_compiled_models_true_circuit_beside_the_found_one(runs_root):
+    at = page("circuits")
+    at.radio(key="circuit_models").set_value("compiled (ground truth)").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert titles[0] == "the true circuit (live edges)" and "true edges found" in titles[1], titles
+    assert "SelectorWidth" in at.code[0].value or "Aggregate" in at.code[0].value
+    precision = next(m for m in at.metric if m.label == "edge precision")
+    at.radio(key="compiled_method").set_value("ACDC").run()
+    assert not at.exception and next(m for m in at.metric if m.label == "edge recall").value == "1.00"
+    assert precision.value
 
 
 def test_home_draws_a_shipped_experiments_figures_with_its_variants_side_by_side(runs_root):

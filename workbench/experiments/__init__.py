@@ -41,6 +41,7 @@ from workbench.experiments.length_gen import LengthGen  # noqa: E402
 from workbench.experiments.looped import Looped  # noqa: E402
 from workbench.experiments.mamba import Mamba  # noqa: E402
 from workbench.experiments.no_op_heads import NoOpHeads  # noqa: E402
+from workbench.experiments.rasp import Rasp  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.ssmax import SSMax  # noqa: E402
 from workbench.experiments.svm import SVM  # noqa: E402
@@ -66,5 +67,6 @@ register(InversePermutationExperiment())
 register(CoTParity())
 register(TopicsExperiment())
 register(SVM())
+register(Rasp())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

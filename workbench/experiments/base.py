@@ -55,6 +55,13 @@ def first_step(rows: list[dict], key: str, threshold: float) -> int | None:
     return next((row["step"] for row in rows if row.get(key, float("-inf")) >= threshold), None)
 
 
+class DeviceConfig(Config):
+    """The model section of an experiment whose model's shape follows from its task (a compiled program, the
+    attention SVM): only where it runs."""
+
+    device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
+
+
 class ExperimentConfig(Config):
     """Every experiment config has these sections; an experiment adds a `task` section.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Literal
 
 import plotly.graph_objects as go
 import torch
@@ -24,7 +23,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from workbench.config import Config
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, DeviceConfig, Experiment, ExperimentConfig
 from workbench.hooks.svm import AttentionSVM, attention_svm, cosine, kkt_residuals
 from workbench.models.io import load_weights, save_weights
 from workbench.runs import Run
@@ -42,14 +41,8 @@ class TokenSelectionConfig(Config):
     d: int = Field(10, ge=1, description="token dimension")
 
 
-class SVMModelConfig(Config):
-    """The model is W `[d d]` per problem; its shape follows the task."""
-
-    device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
-
-
 class SVMConfig(ExperimentConfig):
-    model: SVMModelConfig = SVMModelConfig()
+    model: DeviceConfig = DeviceConfig()  # the model is W [d d] per problem; its shape follows the task
     task: TokenSelectionConfig = TokenSelectionConfig()
     train: TrainConfig = TrainConfig(steps=2000, lr=0.1, log_every=20, warmup_steps=0, grad_clip=None, snapshots=0)
 

@@ -75,22 +75,13 @@ def circuit_graph_figure(graph, edges: Sequence[tuple[str, str]] | None = None, 
     if edges is not None:
         wanted = set(edges)
         table = table[[(w, r) in wanted for w, r in zip(table["writer"], table["reader"], strict=True)]]
-    n_heads = n_heads or 1 + max((int(w.split("H")[1]) for w in graph.writers if w.startswith("L") and "H" in w),
-                                 default=0)
-    last = max(_node_xy(w, n_heads)[0] for w in graph.writers) + 1
-    position = {}
-    for node in [*graph.writers, *(graph.component(r) for r in graph.readers)]:
-        x, y = _node_xy(node, n_heads)
-        position[node] = (last if node == "logits" else x, y)
+    n_heads, position = _layout(graph, n_heads)
     widest = float(table["score"].abs().max()) if len(table) else 1.0
     fig = go.Figure()
     for _, row in table.iterrows():
-        target = graph.component(row["reader"])
-        channel = row["reader"][-1] if row["reader"][-2:] in (".q", ".k", ".v") else "direct"
-        (x0, y0), (x1, y1) = position[row["writer"]], position[target]
-        y1 += {"q": -0.08, "k": 0.0, "v": 0.08}.get(channel, 0.0)  # a head's three inputs enter side by side
+        channel = _channel(row["reader"])
         fig.add_trace(go.Scatter(
-            x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2 + 0.15 * (x1 - x0 > 2), y1], mode="lines",
+            **_edge_path(position, row["writer"], graph.component(row["reader"]), channel), mode="lines",
             line={"width": 1 + 9 * abs(row["score"]) / (widest or 1), "color": CHANNEL_COLORS[channel],
                   "shape": "spline"},
             opacity=0.75, showlegend=False, hoverinfo="text",
@@ -98,15 +89,67 @@ def circuit_graph_figure(graph, edges: Sequence[tuple[str, str]] | None = None, 
     for channel, color in CHANNEL_COLORS.items():  # legend entries
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"color": color, "width": 4},
                                  name=channel if channel == "direct" else f"into {channel}"))
-    used = {n for w, r in zip(table["writer"], table["reader"], strict=True) for n in (w, graph.component(r))}
+    _draw_nodes(fig, graph, position, zip(table["writer"], table["reader"], strict=True))
+    kept = f"{len(table)} of {graph.n_edges} edges"
+    fig.update_layout(title=title or f"{graph.method} circuit ({kept})", height=160 + 70 * n_heads,
+                      xaxis={"visible": False}, yaxis={"visible": False, "range": [n_heads - 0.3, -0.7]}, **LAYOUT)
+    return fig
+
+
+def _layout(graph, n_heads: int | None) -> tuple[int, dict[str, tuple[float, float]]]:
+    n_heads = n_heads or 1 + max((int(w.split("H")[1]) for w in graph.writers if w.startswith("L") and "H" in w),
+                                 default=0)
+    last = max(_node_xy(w, n_heads)[0] for w in graph.writers) + 1
+    position = {}
+    for node in [*graph.writers, *(graph.component(r) for r in graph.readers)]:
+        x, y = _node_xy(node, n_heads)
+        position[node] = (last if node == "logits" else x, y)
+    return n_heads, position
+
+
+def _channel(reader: str) -> str:
+    return reader[-1] if reader[-2:] in (".q", ".k", ".v") else "direct"
+
+
+def _edge_path(position: dict, writer: str, target: str, channel: str) -> dict:
+    (x0, y0), (x1, y1) = position[writer], position[target]
+    y1 += {"q": -0.08, "k": 0.0, "v": 0.08}.get(channel, 0.0)  # a head's three inputs enter side by side
+    return {"x": [x0, (x0 + x1) / 2, x1], "y": [y0, (y0 + y1) / 2 + 0.15 * (x1 - x0 > 2), y1]}
+
+
+def _draw_nodes(fig: go.Figure, graph, position: dict, edges) -> None:
+    used = {n for w, r in edges for n in (w, graph.component(r))}
     nodes = [n for n in position if n in used or n in ("input", "logits")]
     fig.add_trace(go.Scatter(
         x=[position[n][0] for n in nodes], y=[position[n][1] for n in nodes], mode="markers+text", text=nodes,
         textposition="top center", marker={"size": 16, "color": "white", "line": {"width": 2, "color": "#333"}},
         hoverinfo="text", showlegend=False))
-    kept = f"{len(table)} of {graph.n_edges} edges"
-    fig.update_layout(title=title or f"{graph.method} circuit ({kept})", height=160 + 70 * n_heads,
-                      xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"}, **LAYOUT)
+
+
+GRADE_COLORS = {"found and true": "#2ca02c", "found only": "#ff7f0e", "missed": "#d62728"}
+
+
+def circuit_comparison_figure(graph, found: Tensor, true: Tensor, title: str | None = None) -> go.Figure:
+    """A found circuit against the true one on the same layered graph: edges found and true (green), found only
+    (orange), true but missed (red, dashed); hover shows each edge's reader and score."""
+    n_heads, position = _layout(graph, None)
+    fig, drawn = go.Figure(), []
+    for kind, mask in (("found and true", found & true), ("found only", found & ~true), ("missed", true & ~found)):
+        for i, (w, r) in enumerate(mask.nonzero().tolist()):
+            writer, reader = graph.writers[w], graph.readers[r]
+            drawn.append((writer, reader))
+            fig.add_trace(go.Scatter(
+                **_edge_path(position, writer, graph.component(reader), _channel(reader)), mode="lines",
+                line={"width": 4, "color": GRADE_COLORS[kind], "shape": "spline",
+                      "dash": "dash" if kind == "missed" else "solid"},
+                opacity=0.8, name=kind, legendgroup=kind, showlegend=i == 0, hoverinfo="text",
+                text=f"{writer} → {reader} ({kind})<br>score {float(graph.scores[w, r]):.4g}"))
+    _draw_nodes(fig, graph, position, drawn)
+    counts = {kind: int(mask.sum()) for kind, mask in (("found", found), ("true", true), ("both", found & true))}
+    fig.update_layout(title=title or f"{graph.method}: {counts['both']} of {counts['true']} true edges found, "
+                      f"{counts['found'] - counts['both']} extra", height=200 + 70 * n_heads,
+                      xaxis={"visible": False}, yaxis={"visible": False, "range": [n_heads - 0.3, -0.7]},
+                      legend={"orientation": "h", "y": -0.1}, **LAYOUT)
     return fig
 
 

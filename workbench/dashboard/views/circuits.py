@@ -1,15 +1,18 @@
 """Circuits: pick a model and a metric; patch activations and see where the behaviour lives; discover its
 circuit with EAP, EAP-IG or ACDC and read the graph, its faithfulness curve and MIB's CPR/CMD; attribute a
-typed prompt's next-token logit to heads directly."""
+typed prompt's next-token logit to heads directly. Compiled models (the `rasp` experiment) show their true circuit
+beside the one a method finds, with the program's source."""
 
 import streamlit as st
 import torch
 
 from workbench import experiments
+from workbench.compile.programs import program_source
 from workbench.config import ConfigError
 from workbench.dashboard.common import cached_load, load_or_stop, typed_prompt
 from workbench.experiments.runner import saved_models
 from workbench.hooks.circuits import (
+    METHODS,
     PROMPT_METRICS,
     CircuitRun,
     activation_patching,
@@ -18,7 +21,9 @@ from workbench.hooks.circuits import (
     discover,
     faithfulness_curve,
 )
+from workbench.hooks.circuits.grading import found_edges, grade
 from workbench.viz.circuits import (
+    circuit_comparison_figure,
     circuit_graph_figure,
     faithfulness_figure,
     logit_attribution_bars,
@@ -57,6 +62,47 @@ def cached_discovery(path: str, variant: str | None, pairs: int, metric_name: st
     graph = discover(model, clean, corrupted, metric, method, steps, threshold)
     return graph, faithfulness_curve(model, clean, corrupted, metric, graph)
 
+
+def compiled_ground_truth() -> None:
+    """A compiled program's true circuit beside the one a method finds, edges coloured by agreement."""
+    models = saved_models(experiments=["rasp"])
+    if not models:
+        st.info("No compiled models: ship them with `workbench run rasp --quick --ship`.")
+        return
+    left, middle, right = st.columns(3)
+    label = left.selectbox("compiled model", sorted(models))
+    method = middle.radio("method", list(METHODS), horizontal=True, key="compiled_method")
+    threshold = right.slider("threshold (share of the gap an edge must move)", 0.001, 0.2, 0.01, 0.001,
+                             key="compiled_threshold")
+    exp, cfg, model = load_or_stop(models[label])
+    graph, true, found, grades = cached_grading(str(models[label].path), models[label].variant, method, threshold)
+    a, b, c, d = st.columns(4)
+    a.metric("edge precision", f"{grades['precision']:.2f}")
+    b.metric("edge recall", f"{grades['recall']:.2f}")
+    c.metric("ROC AUC", f"{grades['auc']:.2f}")
+    d.metric("true (live) edges", grades["true"])
+    left, right = st.columns(2)
+    left.plotly_chart(circuit_comparison_figure(graph, true, true, title="the true circuit (live edges)"),
+                      key="true_circuit")
+    right.plotly_chart(circuit_comparison_figure(graph, found, true), key="found_circuit")
+    what = "trained on its input/output pairs" if cfg.task.trained else "compiled"
+    st.caption(f"Program `{cfg.task.program}`, {what}; the model is graded against the compiled program's circuit.")
+    st.code(program_source(cfg.task.program), language="python")
+
+
+@st.cache_data(show_spinner="discovering and grading…")
+def cached_grading(path: str, variant: str | None, method: str, threshold: float):
+    exp, cfg, model = cached_load(path, variant)
+    cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"threshold": threshold})})
+    graphs, true, _ = exp.discovery(model, cfg)
+    graph = graphs[method]
+    return graph, true, found_edges(graph, threshold), grade(graph, true, threshold)
+
+
+if st.radio("models", ["trained, with clean/corrupted prompts", "compiled (ground truth)"], horizontal=True,
+            key="circuit_models") == "compiled (ground truth)":
+    compiled_ground_truth()
+    st.stop()
 
 candidates = [n for n in experiments.names()  # experiments that define clean/corrupted prompts
               if type(experiments.get(n)).circuit_prompts is not experiments.Experiment.circuit_prompts]
@@ -97,7 +143,7 @@ if st.session_state.get("patching") == (*key, what):
 
 st.header("Circuit discovery")
 c1, c2, c3 = st.columns(3)
-method = c1.radio("method", ["EAP-IG", "EAP", "ACDC"], horizontal=True)
+method = c1.radio("method", ["EAP-IG", "EAP", "ACDC"], horizontal=True, key="method")
 steps = c2.number_input("EAP-IG steps", 1, 100, 10, disabled=method != "EAP-IG")
 threshold = c3.slider("ACDC threshold (share of the gap an edge may cost)", 0.0, 0.2, 0.01, 0.005,
                       disabled=method != "ACDC")

@@ -14,23 +14,19 @@ pairs, with the same discovery graded against the compiled circuit — do they s
 
 from __future__ import annotations
 
-import itertools
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import plotly.graph_objects as go
 import torch
 from pydantic import Field, field_validator
 
-from workbench.compile.compiler import Compiled, compile_program, live_edges, output_metric
+from workbench.compile.compiler import Compiled, compile_program
+from workbench.compile.grading import exactness, grade_discovery, random_pairs
 from workbench.compile.programs import PROGRAMS
-from workbench.compile.rasp import evaluate as interpret
 from workbench.config import Config
-from workbench.device import device_of
 from workbench.experiments.base import Criterion, DeviceConfig, Experiment, ExperimentConfig
-from workbench.hooks.circuits import METHODS, CircuitGraph, area_scores, discover, faithfulness_curve
-from workbench.hooks.circuits.grading import edge_mask, found_edges, grade
-from workbench.hooks.circuits.graph import CircuitRun
+from workbench.hooks.circuits import METHODS, CircuitGraph
+from workbench.hooks.circuits.grading import found_edges
 from workbench.models import build_model
 from workbench.runs import Run
 from workbench.tasks.rasp import ProgramPairs
@@ -67,16 +63,6 @@ class RaspConfig(ExperimentConfig):
     variants: dict[str, dict] = {**{name: {"task": {"program": name}} for name in PROGRAMS},
                                  TWIN: {"task": {"program": "histogram", "trained": True}}}
     eval_seed: int = Field(12345, ge=0, description="draws the discovery pairs")
-
-
-def all_inputs(name: str) -> Iterator[list[list]]:
-    """Every input of a program, one batch per length."""
-    spec = PROGRAMS[name]
-    for n in range(1, spec.max_len + 1):
-        combos = itertools.permutations(spec.vocab, n) if spec.unique else itertools.product(spec.vocab, repeat=n)
-        batch = [list(x) for x in combos]
-        if batch:
-            yield batch
 
 
 class Rasp(Experiment):
@@ -128,25 +114,8 @@ class Rasp(Experiment):
             run.log({"step": 0, **self.exactness(model, cfg)})
         return model
 
-    @torch.no_grad()
     def exactness(self, model, cfg: RaspConfig) -> dict[str, float]:
-        """Over every input: the fraction the model gets entirely right, and per token."""
-        compiled = self.compiled(cfg)
-        compiled.model = model
-        exact = tokens = total = total_tokens = 0
-        for batch in all_inputs(cfg.task.program):
-            for got, x in zip(compiled.run(batch, None if cfg.task.trained else 0.5), batch, strict=True):
-                want = interpret(compiled.program, x)
-                right = [_same(a, b) for a, b in zip(got, want, strict=True)]
-                exact, tokens = exact + all(right), tokens + sum(right)
-                total, total_tokens = total + 1, total_tokens + len(right)
-        return {"exact": exact / total, "token_accuracy": tokens / total_tokens}
-
-    def pairs(self, cfg: RaspConfig) -> tuple[list[list], list[list]]:
-        spec, rng = PROGRAMS[cfg.task.program], random.Random(cfg.eval_seed)
-        task = self.task(cfg)
-        clean = [task.draw(rng, spec.max_len) for _ in range(cfg.task.pairs)]
-        return clean, [task.draw(rng, spec.max_len) for _ in range(cfg.task.pairs)]
+        return exactness(self.compiled(cfg), model if cfg.task.trained else None, PROGRAMS[cfg.task.program].unique)
 
     def discovery(self, model, cfg: RaspConfig) -> tuple[dict[str, CircuitGraph], torch.Tensor, dict]:
         """Each method's graph on this model, the live true circuit as an edge mask, and the metrics (kept for the
@@ -160,24 +129,8 @@ class Rasp(Experiment):
 
     def _discover(self, model, cfg: RaspConfig) -> tuple[dict[str, CircuitGraph], torch.Tensor, dict]:
         compiled = self.compiled(cfg)
-        clean, corrupted = self.pairs(cfg)
-        live = live_edges(compiled, list(zip(clean, corrupted, strict=True)))
-        metric = output_metric(compiled, clean, corrupted)
-        device = device_of(model)
-        clean_ids, corrupted_ids = compiled.encode(clean).to(device), compiled.encode(corrupted).to(device)
-        graphs = {m: discover(model, clean_ids, corrupted_ids, metric, m, ig_steps=cfg.task.ig_steps,
-                              threshold=cfg.task.threshold) for m in METHODS}
-        first = next(iter(graphs.values()))
-        true = edge_mask(first, [(e["writer"], e["reader"]) for e, on in zip(compiled.true_edges, live, strict=True)
-                                 if on])
-        run = CircuitRun.prepare(model, clean_ids, corrupted_ids, metric)
-        metrics = {"true_edges": float(len(live)), "live_edges": float(sum(live)), "graph_edges": float(first.n_edges),
-                   "true_circuit_faithfulness": run.faithfulness(true)}
-        for method, graph in graphs.items():
-            scores = grade(graph, true, cfg.task.threshold)
-            curve = faithfulness_curve(model, clean_ids, corrupted_ids, metric, graph, run=run)
-            metrics |= {f"{method}.{k}": float(v) for k, v in (scores | area_scores(curve)).items()}
-        return graphs, true, metrics
+        clean, corrupted = random_pairs(compiled, cfg.task.pairs, cfg.eval_seed, PROGRAMS[cfg.task.program].unique)
+        return grade_discovery(compiled, clean, corrupted, model, cfg.task.threshold, cfg.task.ig_steps)
 
     def evaluate(self, model, cfg: RaspConfig) -> dict[str, float]:
         return self.exactness(model, cfg) | self.discovery(model, cfg)[2]
@@ -209,10 +162,6 @@ class Rasp(Experiment):
         return {"grading": grading_table(metrics, list(models)), **super().figures_variants(models, cfg, run)}
 
 
-def _same(a, b) -> bool:
-    return abs(a - b) < 1e-4 if isinstance(b, float) or isinstance(a, float) else a == b
-
-
 def grading_table(metrics: dict, programs: list[str]) -> go.Figure:
     """Methods × programs: min(precision, recall) as colour; precision, recall, AUC and CPR written in."""
     z, text = [], []
@@ -224,6 +173,7 @@ def grading_table(metrics: dict, programs: list[str]) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=programs, y=list(METHODS), text=text, texttemplate="%{text}", zmin=0, zmax=1,
                                colorscale="RdYlGn", colorbar={"title": "min(P, R)"},
                                hovertemplate="%{y} on %{x}<br>%{text}<extra></extra>"))
-    fig.update_layout(title="discovery graded against the true circuit (edge precision P and recall R at the default "
-                      "threshold; ROC AUC; MIB's CPR)", height=330, **LAYOUT)
+    fig.update_layout(title="discovery graded against the true circuit<br><sup>edge precision P and recall R at the "
+                      "default threshold · ROC AUC of |score| · MIB's CPR</sup>", height=360,
+                      yaxis_autorange="reversed", **LAYOUT)
     return fig

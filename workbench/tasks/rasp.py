@@ -9,6 +9,7 @@ import random
 import torch
 
 from workbench.compile.compiler import Compiled
+from workbench.compile.grading import draw_input
 from workbench.compile.rasp import evaluate
 from workbench.config import ConfigError
 from workbench.tasks.base import Batch
@@ -24,16 +25,12 @@ class ProgramPairs:
     def token_names(self) -> list[str]:
         return [str(t) for t in self.compiled.vocab] + ["BOS"]
 
-    def draw(self, rng: random.Random, length: int) -> list:
-        vocab = self.compiled.vocab
-        return rng.sample(vocab, length) if self.unique else [rng.choice(vocab) for _ in range(length)]
-
     def sample(self, batch: int, generator: torch.Generator, step: int | None = None) -> Batch:
         if self.compiled.output_values is None:
             raise ConfigError("ProgramPairs: the program's output is numerical; train a twin of a categorical one")
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         length = rng.randint(1, min(self.compiled.max_len, len(self.compiled.vocab) if self.unique else 10**9))
-        inputs = [self.draw(rng, length) for _ in range(batch)]
+        inputs = [draw_input(self.compiled, rng, length, self.unique) for _ in range(batch)]
         values = self.compiled.output_values
         targets = torch.tensor([[0] + [values.index(v) for v in evaluate(self.compiled.program, x)] for x in inputs])
         mask = torch.ones_like(targets, dtype=torch.bool)

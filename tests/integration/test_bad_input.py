@@ -15,6 +15,7 @@ import torch
 import workbench
 from tests.conftest import REPO
 from workbench.cli import main
+from workbench.compile import Aggregate, Map, Select, compile_program, numerical, tokens
 from workbench.hooks.attention import attention_patterns
 from workbench.hooks.circuits import ablated, acdc, edge_attribution, logit_diff
 from workbench.hooks.icl import probe_by_layer
@@ -239,6 +240,14 @@ CASES = [
          lambda t, m: build_model(ModelConfig(n_layers=1, d_model=8, block="mamba", n_ctx=8, d_vocab=8)
                                   ).run_with_cache(torch.zeros(1, 4).long(), names_filter="blocks.0.attn.hook_pattern"),
          "hook 'blocks.0.attn.hook_pattern': layer 0 is a 'mamba' block, which has no such hook"),
+    Case("a probe offset beyond the context", "cli",
+         cli("run", "future-lens", "--smoke", "--set", "score_from=62"),
+         "score_from=62: a probe 3 tokens ahead needs positions before task.seq_len=64"),
+    Case("a Dyck string of odd length", "cli", cli("run", "structural-probe", "--smoke", "--set", "task.length=47"),
+         "task.length=47 must be even"),
+    Case("a RASP program the compiler cannot type", "api",
+         lambda t, m: compile_program(Map(lambda v: v, numerical(Aggregate(Select(tokens, tokens, "EQ"), numerical(
+             Map(lambda x: 2.5, tokens))))), ["a", "b"], 3), "no finite value set the compiler can enumerate"),
     Case("set members that overlap", "api", lambda t, m: set_prompt(torch.tensor([[0, 1, 2, 1, 0]])),
          "a member's tokens are split by another member's"),
     Case("set prompt longer than the context", "api",

@@ -30,6 +30,7 @@ def names(family: str | None = None) -> list[str]:
 from workbench.experiments.bursty import Bursty  # noqa: E402
 from workbench.experiments.codebook import Codebook  # noqa: E402
 from workbench.experiments.cot_parity import CoTParity  # noqa: E402
+from workbench.experiments.future_lens import FutureLens  # noqa: E402
 from workbench.experiments.grokking import Grokking  # noqa: E402
 from workbench.experiments.icl_boolean import ICLBoolean  # noqa: E402
 from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
@@ -44,6 +45,7 @@ from workbench.experiments.no_op_heads import NoOpHeads  # noqa: E402
 from workbench.experiments.rasp import Rasp  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.ssmax import SSMax  # noqa: E402
+from workbench.experiments.structural_probe import StructuralProbe  # noqa: E402
 from workbench.experiments.svm import SVM  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
 from workbench.experiments.topics import TopicsExperiment  # noqa: E402
@@ -68,5 +70,7 @@ register(CoTParity())
 register(TopicsExperiment())
 register(SVM())
 register(Rasp())
+register(FutureLens())
+register(StructuralProbe())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

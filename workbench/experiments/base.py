@@ -144,6 +144,20 @@ class Experiment:
     # Other files a run (or each variant) writes beside its model, which `ship` copies too (e.g. a fitted SAE).
     artifacts: ClassVar[tuple[str, ...]] = ()
 
+    def memo(self, what: str, model: nn.Module | None, cfg: ExperimentConfig, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per (what, model object, config): evaluating a run and drawing its figures ask for the
+        same costly analysis (discovery, probes). The last few results are kept, each with its model, so a new
+        model that happens to reuse a freed one's id is never served a stale result."""
+        store = self.__dict__.setdefault("_memo", {})
+        key = (what, id(model), cfg.model_dump_json())
+        if key in store and store[key][0] is model:
+            return store[key][1]
+        value = compute()
+        store[key] = (model, value)
+        while len(store) > 8:
+            store.pop(next(iter(store)))
+        return value
+
     def config(self, mode: Mode = "quick", overrides: dict[str, Any] | None = None,
                seed: int | None = None) -> ExperimentConfig:
         if mode not in self.presets:

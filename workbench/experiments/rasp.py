@@ -86,9 +86,6 @@ class Rasp(Experiment):
     ]
     shipped_snapshots = 0
 
-    def __init__(self):
-        self._discovered: dict = {}
-
     def compiled(self, cfg: RaspConfig) -> Compiled:
         spec = PROGRAMS[cfg.task.program]
         return compile_program(spec.make(), spec.vocab, spec.max_len)
@@ -118,14 +115,8 @@ class Rasp(Experiment):
         return exactness(self.compiled(cfg), model if cfg.task.trained else None, PROGRAMS[cfg.task.program].unique)
 
     def discovery(self, model, cfg: RaspConfig) -> tuple[dict[str, CircuitGraph], torch.Tensor, dict]:
-        """Each method's graph on this model, the live true circuit as an edge mask, and the metrics (kept for the
-        model object: evaluating and drawing a run ask for the same discovery)."""
-        key = (id(model), cfg.task.model_dump_json(), cfg.eval_seed)
-        cached = self._discovered.get(key)
-        if cached is not None and cached[0] is model:
-            return cached[1]
-        self._discovered = {key: (model, self._discover(model, cfg))}
-        return self._discovered[key][1]
+        """Each method's graph on this model, the live true circuit as an edge mask, and the metrics."""
+        return self.memo("discovery", model, cfg, lambda: self._discover(model, cfg))
 
     def _discover(self, model, cfg: RaspConfig) -> tuple[dict[str, CircuitGraph], torch.Tensor, dict]:
         compiled = self.compiled(cfg)

@@ -46,6 +46,7 @@ from workbench.experiments.rasp import Rasp  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.ssmax import SSMax  # noqa: E402
 from workbench.experiments.structural_probe import StructuralProbe  # noqa: E402
+from workbench.experiments.super_weight import SuperWeight  # noqa: E402
 from workbench.experiments.svm import SVM  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
 from workbench.experiments.topics import TopicsExperiment  # noqa: E402
@@ -72,5 +73,6 @@ register(SVM())
 register(Rasp())
 register(FutureLens())
 register(StructuralProbe())
+register(SuperWeight())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

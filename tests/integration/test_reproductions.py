@@ -9,7 +9,8 @@ from workbench.experiments.runner import run
 
 NOT_YET = {"looped": "learns, but error at 2b loops is 1.8x that at b (README: In-context learning)",
            "induction-circuit": "faithfulness at 10 % of edges is 0.13, not 0.8 (README: Circuits)",
-           "no-op-heads": "clipped softmax lowers the residual ∞-norm 1.24x, not 1.3x (README: Attention variants)"}
+           "no-op-heads": "clipped softmax lowers the residual ∞-norm 1.24x, not 1.3x (README: Attention variants)",
+           "attention-spans": "one global layer reaches 0.69 of all-global's accuracy, not 0.9 (README: probes)"}
 
 
 @pytest.mark.slow

@@ -206,3 +206,20 @@ def test_uniform_attention_weighs_every_visible_key_equally_and_leaves_q_and_k_u
     qk = 2 * model.cfg.n_heads * model.cfg.d_head  # the fused projection's q and k rows
     grad = model.blocks[0].attn.qkv.weight.grad
     assert float(grad[:qk].abs().max()) == 0 and float(grad[qk:].abs().max()) > 0
+
+
+def test_a_sliding_window_hides_keys_beyond_it_on_both_paths_and_per_layer():
+    model = make("softmax", window=[3, 0], n_ctx=16)
+    tokens = torch.randint(0, 13, (2, 9), generator=torch.Generator().manual_seed(4))
+    patterns = attention_patterns(model, tokens, [0, 1])
+    q, k = torch.arange(9)[:, None], torch.arange(9)[None, :]
+    assert (patterns[0][..., (q - k >= 3) | (k > q)] == 0).all()  # layer 0 sees the last 3 keys only
+    assert (patterns[0][..., (q - k < 3) & (k <= q)] > 0).all()
+    assert (patterns[1][..., q - k >= 3][..., 0] > 0).all()  # layer 1 is global
+    with torch.no_grad():
+        fast = model(tokens)  # nothing hooked: SDPA with the window as a mask
+        _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")  # the explicit path
+        assert torch.allclose(fast, model.run_with_hooks(
+            tokens, fwd_hooks=[("blocks.0.attn.hook_pattern", lambda a, hook: a)]), atol=1e-5)
+    with pytest.raises(ValueError, match="model.window=4 needs model.mask='causal'"):
+        ModelConfig(window=4, mask="bidirectional")

@@ -27,6 +27,7 @@ def names(family: str | None = None) -> list[str]:
 
 
 # --- registration: one line per experiment ---
+from workbench.experiments.attention_spans import AttentionSpans  # noqa: E402
 from workbench.experiments.bursty import Bursty  # noqa: E402
 from workbench.experiments.codebook import Codebook  # noqa: E402
 from workbench.experiments.cot_parity import CoTParity  # noqa: E402
@@ -74,5 +75,6 @@ register(Rasp())
 register(FutureLens())
 register(StructuralProbe())
 register(SuperWeight())
+register(AttentionSpans())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

@@ -141,9 +141,10 @@ class Rotary(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.window = cfg.window_at(layer)  # 0: no sliding window
         H, dh = cfg.n_heads, cfg.d_head
         self.qkv = nn.Linear(cfg.d_model, 3 * H * dh)
         self.out = nn.Linear(H * dh, cfg.d_model)
@@ -231,13 +232,16 @@ class Attention(nn.Module):
         """Keys each query may see: the config's causal mask AND the batch's mask; None when all are visible."""
         allowed = attention_mask[:, None] if attention_mask is not None else None
         if self.cfg.mask == "causal":
-            causal = torch.ones(pos, pos, dtype=torch.bool, device=device).tril()[None, None]
+            causal = torch.ones(pos, pos, dtype=torch.bool, device=device).tril()
+            if self.window:
+                causal = causal & ~torch.ones(pos, pos, dtype=torch.bool, device=device).tril(-self.window)
+            causal = causal[None, None]
             allowed = causal if allowed is None else allowed & causal
         return allowed
 
     def fast(self, q, k, v, bias, attention_mask) -> Float[Tensor, "batch pos head d_head"]:
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch head pos d_head]
-        if bias is None and attention_mask is None:  # the common case: SDPA's own causal kernel
+        if bias is None and attention_mask is None and not self.window:  # the common case: SDPA's causal kernel
             z = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.mask == "causal")
         else:
             allowed = self.visible(q.shape[2], attention_mask, q.device)

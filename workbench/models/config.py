@@ -32,6 +32,9 @@ class ModelConfig(Config):
     clip_zeta: float = Field(1.0, description="clipped softmax: ζ, how far above 1 (must exceed γ)")
     # The config's default; a batch may carry its own visibility (`Batch.attention_mask`), ANDed with this.
     mask: Literal["causal", "bidirectional"] = "causal"
+    # Sliding-window attention (MASFormer, Longformer): a query sees only the `window` most recent keys (itself
+    # included); 0 = every key the mask allows. A list gives one per layer (a pattern, as block and d_mlp).
+    window: int | list[int] = Field(0, description="keys a query may see back (0: all), or one per layer")
     block: BlockName | list[BlockName] = Field(
         "attention", description="block type, or a per-layer list repeated as a pattern over n_layers")
     mamba_d_inner: int = Field(0, ge=0, description="Mamba: inner width (0: 2 · d_model)")
@@ -85,7 +88,12 @@ class ModelConfig(Config):
                                  "(in a run with variants, inside that variant's overrides)")
         if self.positional == "rotary" and self.d_head % 2:
             raise ValueError(f"model.d_head={self.d_head} must be even for rotary positions")
-        for name, value in (("d_mlp", self.d_mlp), ("block", self.block)):
+        if min(self.window if isinstance(self.window, list) else [self.window], default=0) < 0:
+            raise ValueError(f"model.window={self.window}: a window is ≥ 1 keys, or 0 for no window")
+        if self.mask != "causal" and any(self.per_layer(self.window)):
+            raise ValueError(f"model.window={self.window} needs model.mask='causal': the window reaches back from "
+                             "each query")
+        for name, value in (("d_mlp", self.d_mlp), ("block", self.block), ("window", self.window)):
             if isinstance(value, list) and (not value or self.n_layers % len(value)):
                 raise ValueError(f"model.{name}={value} has {len(value)} entries; give one per layer or a pattern "
                                  f"whose length divides model.n_layers={self.n_layers}")
@@ -133,6 +141,9 @@ class ModelConfig(Config):
 
     def block_at(self, layer: int) -> str:
         return self.per_layer(self.block)[layer]
+
+    def window_at(self, layer: int) -> int:
+        return self.per_layer(self.window)[layer]
 
     def d_mlp_at(self, layer: int) -> int:
         return self.per_layer(self.d_mlp)[layer]

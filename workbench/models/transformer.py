@@ -111,7 +111,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.ln1, self.attn = Norm(cfg), Attention(cfg)
+        self.ln1, self.attn = Norm(cfg), Attention(cfg, layer)
         self.hook_resid_pre = HookPoint()  # [batch pos d_model]
         self.hook_attn_out = HookPoint()  # [batch pos d_model]
         self.hook_resid_post = HookPoint()  # [batch pos d_model]

@@ -3,7 +3,8 @@ Length Generalization in Transformers").
 
 `BOS x1 … xn SEP x1 … xn PAD …`: n random symbols, a separator, then the same symbols again. The copy is
 scored: position SEP predicts x1, x1's copy predicts x2, and so on. n varies per sequence between `min_len`
-and `max_len`; set them equal to test one length, e.g. beyond the longest trained.
+and `max_len`; set them equal to test one length, e.g. beyond the longest trained. With `gap`, that many PAD
+tokens sit between the symbols and SEP (the long-gap copy of the attention-spans experiment).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class CopyConfig(Config):
     n_symbols: int = Field(32, ge=2, description="symbol tokens (ids 3 … 3 + n_symbols − 1)")
     min_len: int = Field(1, ge=1, description="fewest symbols to copy")
     max_len: int = Field(16, ge=1, description="most symbols to copy")
+    gap: int = Field(0, ge=0, description="filler (PAD) tokens between the symbols and SEP")
 
     @model_validator(mode="after")
     def _check(self) -> CopyConfig:
@@ -31,7 +33,7 @@ class CopyConfig(Config):
 
     @property
     def seq_len(self) -> int:
-        return 2 * self.max_len + 2  # BOS, the symbols, SEP, the copy
+        return 2 * self.max_len + 2 + self.gap  # BOS, the symbols, the gap, SEP, the copy
 
     @property
     def d_vocab(self) -> int:
@@ -52,11 +54,12 @@ class Copy:
         n = torch.randint(c.min_len, c.max_len + 1, (batch, 1), generator=generator)
         symbols = torch.randint(FIRST_SYMBOL, c.d_vocab, (batch, c.max_len), generator=generator)
         pos = torch.arange(c.seq_len)[None, :]
+        sep = n + c.gap + 1
         source = (pos >= 1) & (pos <= n)
-        copy = (pos > n + 1) & (pos <= 2 * n + 1)
-        index = torch.where(copy, pos - n - 2, pos - 1).clamp(0, c.max_len - 1)  # which symbol each position holds
+        copy = (pos > sep) & (pos <= sep + n)
+        index = torch.where(copy, pos - sep - 1, pos - 1).clamp(0, c.max_len - 1)  # which symbol each position holds
         tokens = torch.where(source | copy, symbols.gather(1, index), PAD)
-        tokens = torch.where(pos == n + 1, SEP, tokens)
+        tokens = torch.where(pos == sep, SEP, tokens)
         tokens[:, 0] = BOS
-        scored = (pos >= n + 1) & (pos <= 2 * n)  # SEP … the copy's second-to-last symbol predict the copy
+        scored = (pos >= sep) & (pos < sep + n)  # SEP … the copy's second-to-last symbol predict the copy
         return next_token_batch(tokens, scored, length=n.squeeze(1))

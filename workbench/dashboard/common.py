@@ -36,14 +36,16 @@ def hooked(experiment: str | None) -> bool:
 def model_picker(keep: Callable[[ModelRef], bool] = lambda ref: True,
                  none_message: str = "No saved models: ship one with `workbench run induction --quick --ship` or "
                                      "run it on the Experiments page.") -> ModelRef:
-    """A select box over the saved models that `keep` accepts, attention-family ones first (the views' default
-    is a model whose phenomenon is an attention pattern); the page stops with `none_message` if there are none."""
+    """A select box over the saved models that `keep` accepts, attention-family ones first and the shipped induction
+    model first of all (the views' default is the model whose phenomenon is an attention pattern, the one their
+    examples are written for); the page stops with `none_message` if there are none."""
     models = {label: ref for label, ref in saved_models().items() if hooked(ref.experiment) and keep(ref)}
     if not models:
         st.warning(none_message)
         st.stop()
-    return models[st.selectbox("model", sorted(models, key=lambda label: family(models[label].experiment)
-                                                      != "attention"))]
+    def order(label: str) -> tuple[bool, bool]:
+        return family(models[label].experiment) != "attention", not label.startswith("shipped: induction")
+    return models[st.selectbox("model", sorted(models, key=order))]
 
 
 @st.cache_resource(show_spinner="loading model…")

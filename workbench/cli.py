@@ -151,7 +151,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("experiment")
     add_mode_flags(w)
     w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="values to sweep, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the product is run)")
+                   help="values to sweep, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the product is run); "
+                   "--grid variant=a,b trains those of the experiment's variants, one a worker; no --grid: all of them")
     w.add_argument("--seed", type=int)
     w.add_argument("--out", help="run registry root (default: runs/ in the workbench home)")
     w.add_argument("--address", help="host:port of a running Ray cluster (default: a local one)")
@@ -191,12 +192,16 @@ def cmd_list(args) -> None:
             print(f"{'':<16}{c['criterion']}: {c['metric']} {c['needs']}{value}")
 
 
-def print_result(result: dict, as_json: bool) -> None:
-    for c in result["criteria"]:
+def print_criteria(criteria: list[dict]) -> None:
+    for c in criteria:
         value = "missing" if c["value"] is None else f"{c['value']:.4g}"
         versus = f" × {c['versus']} = {c['bound']:.4g}" if c.get("versus") and c.get("bound") is not None else ""
         print(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['metric']} = {value} "
               f"(needs {c['op']} {c['threshold']}{versus})")
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    print_criteria(result["criteria"])
     print(f"{result['experiment']} ({result['mode']}): {'PASSED' if result['passed'] else 'FAILED'} "
           f"in {result['seconds']:.1f} s" + (f" → {result['run_dir']}" if "run_dir" in result else ""))
     if as_json:
@@ -343,11 +348,13 @@ def cmd_notebooks(args) -> int:
 def cmd_sweep(args) -> int:
     from workbench.sweep import parse_grid, sweep
 
-    summary = sweep(args.experiment, args.mode, parse_grid(args.grid), out=args.out, address=args.address,
-                    seed=args.seed)
+    grid = parse_grid(args.grid) if args.grid else None
+    summary = sweep(args.experiment, args.mode, grid, out=args.out, address=args.address, seed=args.seed)
     for r in summary["runs"]:
-        print(f"  [{'pass' if r['passed'] else 'FAIL'}] {r['overrides']} → {r['run_dir']} ({r['seconds']:.1f} s)")
+        label = r["variant"] or r["overrides"]
+        print(f"  [{'pass' if r['passed'] else 'FAIL'}] {label} → {r['run_dir']} ({r['seconds']:.1f} s)")
     print(f"{len(summary['runs'])} runs in {summary['seconds']:.1f} s")
+    print_criteria(summary.get("criteria", []))
     if args.json:
         print(json.dumps(summary, default=str))
     return 0

@@ -1,6 +1,7 @@
 """`workbench sweep`: one experiment over a grid of `--set` overrides, runs in parallel with Ray.
 
     workbench sweep induction --smoke --grid train.lr=1e-3,3e-3 --grid model.n_heads=2,4
+    workbench sweep scaling --quick            # each of the experiment's variants on its own worker
 
 Every combination is validated before anything runs. Locally Ray starts a loopback-only cluster with
 one CPU per run; `--address host:port` joins an existing cluster, after a TCP check with a timeout so
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import plotly.io as pio
 
-from workbench.config import ConfigError
+from workbench.config import ConfigError, flatten
 from workbench.experiments import get
 from workbench.runs import atomic_write, runs_root, write_json
 
@@ -67,14 +68,37 @@ def _run_one(name: str, mode: str, overrides: dict, seed: int | None, out: str) 
     return {k: result[k] for k in ("run_dir", "passed", "metrics", "seconds", "config")}
 
 
-def sweep(name: str, mode: str, grid: dict[str, list[str]], out: str | Path | None = None,
+def sweep_points(name: str, mode: str, grid: dict[str, list[str]], seed: int | None = None
+                 ) -> list[tuple[str | None, dict]]:
+    """(variant, overrides) per run, all validated before anything runs. The key `variant` (or no grid at all on
+    an experiment with variants) makes each of the experiment's variants one point, trained alone; other keys
+    multiply."""
+    exp, grid = get(name), dict(grid)
+    base = exp.config(mode, seed=seed)
+    chosen = grid.pop("variant", None)
+    if chosen is None and not grid:
+        if not base.variants:
+            raise ConfigError(f"{name} has no variants to sweep; give --grid key=v1,v2,…")
+        chosen = list(base.variants)
+    if chosen:
+        unknown = [v for v in chosen if v not in base.variants]
+        if unknown:
+            raise ConfigError(f"--grid variant: {', '.join(unknown)} unknown; {name} --{mode} has: "
+                              f"{', '.join(base.variants) or 'no variants'}")
+        exp.config(mode, {"variants": {v: base.variants[v] for v in chosen}}, seed)  # the set must make sense
+    points = [(v, {**(flatten(base.variants[v]) if v else {}), **c, "variants": {}}) for v in chosen or [None]
+              for c in combinations(grid)]
+    for _, overrides in points:
+        exp.config(mode, overrides, seed)
+    return points
+
+
+def sweep(name: str, mode: str, grid: dict[str, list[str]] | None = None, out: str | Path | None = None,
           address: str | None = None, seed: int | None = None) -> dict:
-    """Run every combination of `grid`; returns (and writes next to the runs) a summary."""
+    """Run every point of `grid` (see `sweep_points`); returns (and writes next to the runs) a summary. A sweep
+    over the experiment's variants alone also reports the metrics computed across them and the criteria."""
     exp, out = get(name), Path(out or runs_root())
-    # A sweep point trains one model: the grid varies it, so the experiment's own variants are not used.
-    combos = [{**c, "variants": {}} for c in combinations(grid)]
-    for overrides in combos:
-        exp.config(mode, overrides, seed)  # all validated before anything starts
+    points = sweep_points(name, mode, grid or {}, seed)
     if address:
         check_reachable(address)
     else:
@@ -88,17 +112,24 @@ def sweep(name: str, mode: str, grid: dict[str, list[str]], out: str | Path | No
              log_to_driver=False, ignore_reinit_error=True)
     try:
         task = ray.remote(num_cpus=1)(_run_one)
-        runs = ray.get([task.remote(name, mode, c, seed, str(out)) for c in combos])
+        runs = ray.get([task.remote(name, mode, overrides, seed, str(out)) for _, overrides in points])
     finally:
         ray.shutdown()
+    runs = [{"variant": variant, **r} for (variant, _), r in zip(points, runs, strict=True)]
     stem = out / f"sweep-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     combined = exp.combine_sweep(runs)
     figures = {key: f"{stem}.{key}.json" for key in combined}
     for key, fig in combined.items():
         atomic_write(figures[key], pio.to_json(fig))
-    summary = {"experiment": name, "mode": mode, "grid": grid, "address": address or "local",
+    summary = {"experiment": name, "mode": mode, "grid": grid or {}, "address": address or "local",
                "seconds": round(time.perf_counter() - start, 2), "figures": figures,
-               "runs": [{"overrides": {k: v for k, v in c.items() if k != "variants"}, **r}
-                        for c, r in zip(combos, runs, strict=True)]}
+               "runs": [{"overrides": {k: v for k, v in overrides.items() if k != "variants"}, **r}
+                        for (_, overrides), r in zip(points, runs, strict=True)]}
+    variants = [r["variant"] for r in runs]
+    if all(variants) and len(set(variants)) == len(runs):  # one run per variant: the experiment, distributed
+        metrics = {f"{r['variant']}.{k}": v for r in runs for k, v in r["metrics"].items()}
+        metrics |= exp.combine_metrics(metrics)
+        summary |= {"metrics": metrics, "criteria": exp.check(metrics)}
+        summary["passed"] = all(c["passed"] for c in summary["criteria"])
     write_json(f"{stem}.json", summary)
     return summary

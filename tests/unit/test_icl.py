@@ -1,5 +1,7 @@
 """In-context-learning baselines against references, the ICL tasks, and probes."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +195,56 @@ def test_bursty_test_sets_are_what_they_claim():
         task.sample_split("test", 1, g)
     with pytest.raises(ConfigError, match="multiple of task.B"):
         BurstyConfig.parse({"N": 8, "B": 3})
+
+
+def _posterior_mean(x, y, xq, ws, log_prior, noise):
+    """Brute force: Σ_w p(w | data) w·xq over an explicit list of hypotheses (for Gaussian values, a quadrature
+    is not needed: each support's exact answer comes from MultivariateNormal below)."""
+    log_lik = torch.distributions.Normal(x @ ws.T, noise).log_prob(y[:, None]).sum(0)
+    return float(((log_lik + log_prior).softmax(0) * (ws @ xq)).sum())
+
+
+def test_sign_bayes_is_the_posterior_mean_over_all_sign_vectors():
+    g = torch.Generator().manual_seed(0)
+    d, k, noise = 4, 3, 0.5
+    x, xq = torch.randn(1, k, d, generator=g), torch.randn(1, d, generator=g)
+    w = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    y = x @ w + noise * torch.randn(1, k, generator=g)
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=d)))
+    expected = _posterior_mean(x[0], y[0], xq[0], signs, torch.zeros(len(signs)), noise)
+    got = baseline_predictions(torch.cat([x, xq[:, None]], 1), torch.cat([y, torch.zeros(1, 1)], 1), "sign-bayes",
+                               noise)[0, k]
+    assert float(got) == pytest.approx(expected, abs=1e-5)
+
+
+def test_sparse_bayes_matches_the_exact_marginal_likelihood_per_support():
+    g = torch.Generator().manual_seed(1)
+    d, s, k, noise = 4, 2, 3, 0.3
+    x, xq = torch.randn(k, d, generator=g), torch.randn(d, generator=g)
+    y = x @ torch.tensor([0.0, 1.5, 0.0, -0.7]) + noise * torch.randn(k, generator=g)
+    log_p, means = [], []
+    for support in itertools.combinations(range(d), s):
+        xs = x[:, list(support)]
+        cov = xs @ xs.T + noise**2 * torch.eye(k)
+        log_p.append(torch.distributions.MultivariateNormal(torch.zeros(k), cov).log_prob(y))
+        w = torch.linalg.solve(xs.T @ xs + noise**2 * torch.eye(s), xs.T @ y)
+        means.append(float(xq[list(support)] @ w))
+    expected = float((torch.stack(log_p).softmax(0) * torch.tensor(means)).sum())
+    inputs, targets = torch.cat([x, xq[None]])[None], torch.cat([y, torch.zeros(1)])[None]
+    got = baseline_predictions(inputs, targets, "sparse-bayes", noise, sparsity=s)[0, k]
+    assert float(got) == pytest.approx(expected, abs=1e-5)
+    assert float(baseline_predictions(inputs, targets, "sparse-bayes", noise, sparsity=s)[0, 0]) == 0  # the prior
+
+
+def test_regression_mixture_draws_each_class_in_proportion():
+    task = LinearRegression(RegressionConfig(d=5, n_points=4, sparsity=1, mixture={"dense": 1, "sparse": 1,
+                                                                                       "sign": 2}))
+    batch = task.sample(4000, torch.Generator().manual_seed(0))
+    kind, w = batch.meta["class"], batch.meta["w"]
+    assert torch.allclose(torch.bincount(kind) / 4000, torch.tensor([0.25, 0.25, 0.5]), atol=0.03)
+    assert ((w[kind == 1] != 0).sum(-1) == 1).all() and (w[kind == 2].abs() == 1).all()
+    assert ((w[kind == 0] != 0).sum(-1) == 5).all()
+    with pytest.raises(ValueError, match="set task.sparsity"):
+        RegressionConfig(mixture={"dense": 1, "sparse": 1})
+    with pytest.raises(ValueError, match=r"task.mixture.cubic=1.0: classes are dense, sparse, sign"):
+        RegressionConfig(mixture={"cubic": 1.0})

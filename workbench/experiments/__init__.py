@@ -36,6 +36,7 @@ from workbench.experiments.grokking import Grokking  # noqa: E402
 from workbench.experiments.icl_boolean import ICLBoolean  # noqa: E402
 from workbench.experiments.icl_linear import ICLLinear  # noqa: E402
 from workbench.experiments.icl_markov import ICLMarkov  # noqa: E402
+from workbench.experiments.icl_mixture import ICLMixture  # noqa: E402
 from workbench.experiments.induction import Induction  # noqa: E402
 from workbench.experiments.induction_circuit import InductionCircuit  # noqa: E402
 from workbench.experiments.inverse_permutation import InversePermutationExperiment  # noqa: E402
@@ -44,6 +45,7 @@ from workbench.experiments.looped import Looped  # noqa: E402
 from workbench.experiments.mamba import Mamba  # noqa: E402
 from workbench.experiments.no_op_heads import NoOpHeads  # noqa: E402
 from workbench.experiments.rasp import Rasp  # noqa: E402
+from workbench.experiments.scaling import Scaling  # noqa: E402
 from workbench.experiments.set_prompting import SetPrompting  # noqa: E402
 from workbench.experiments.ssmax import SSMax  # noqa: E402
 from workbench.experiments.structural_probe import StructuralProbe  # noqa: E402
@@ -51,6 +53,7 @@ from workbench.experiments.super_weight import SuperWeight  # noqa: E402
 from workbench.experiments.svm import SVM  # noqa: E402
 from workbench.experiments.task_diversity import TaskDiversity  # noqa: E402
 from workbench.experiments.topics import TopicsExperiment  # noqa: E402
+from workbench.experiments.universal import Universal  # noqa: E402
 
 register(Induction())
 register(ICLLinear())
@@ -76,5 +79,8 @@ register(FutureLens())
 register(StructuralProbe())
 register(SuperWeight())
 register(AttentionSpans())
+register(Scaling())
+register(ICLMixture())
+register(Universal())
 
 __all__ = ["Criterion", "Experiment", "ExperimentConfig", "get", "names", "register"]

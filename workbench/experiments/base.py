@@ -230,8 +230,14 @@ class Experiment:
 
     def evaluate_variants(self, models: dict[str, nn.Module], cfg: ExperimentConfig) -> dict[str, float]:
         """All variants' metrics, each prefixed `name.`; override to add metrics that compare variants."""
-        return {f"{name}.{key}": value for name, model in models.items()
-                for key, value in self.evaluate(model, cfg.variant(name)).items()}
+        metrics = {f"{name}.{key}": value for name, model in models.items()
+                   for key, value in self.evaluate(model, cfg.variant(name)).items()}
+        return metrics | self.combine_metrics(metrics)
+
+    def combine_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics computed across variants from their prefixed metrics alone (a fit over model sizes), so that a
+        sweep training the variants on a cluster (`workbench sweep`) reports them too. None by default."""
+        return {}
 
     def run_metrics(self, cfg: ExperimentConfig, run: Run, models: nn.Module | dict[str, nn.Module]
                     ) -> dict[str, float]:

@@ -13,6 +13,8 @@ are continuous vectors (w_OLS, Xᵀy, a prediction), so the ridge fit is written
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from collections.abc import Callable
 
 import pandas as pd
@@ -47,6 +49,28 @@ def _dmmse(X: Tensor, Y: Tensor, xq: Tensor, noise: float, pool: Tensor | None) 
     return ((posterior @ pool) * xq).sum(-1)
 
 
+def _sign_bayes(X: Tensor, Y: Tensor, xq: Tensor, noise: float, pool: Tensor | None) -> Tensor:
+    """The posterior mean when w is uniform on {±1}^d: dmmse over all 2^d sign vectors."""
+    d = X.shape[-1]
+    signs = ((torch.arange(2**d)[:, None] >> torch.arange(d)) & 1).to(X) * 2 - 1
+    return _dmmse(X, Y, xq, noise, signs)
+
+
+def _sparse_bayes(X: Tensor, Y: Tensor, xq: Tensor, noise: float, pool: Tensor | None, sparsity: int = 1) -> Tensor:
+    """The posterior mean when w has `sparsity` N(0, 1) non-zeros on a uniform random support: per support S,
+    ridge on X_S weighted by the marginal likelihood of y, N(0, X_S X_Sᵀ + σ²I), computed in the |S|-dim form
+    (−2 log p = (yᵀy − bᵀA⁻¹b)/σ² + log det(A/σ²) + const, A = X_SᵀX_S + σ²I, b = X_Sᵀy)."""
+    d, var = X.shape[-1], max(noise, 1e-3) ** 2
+    supports = torch.tensor(list(itertools.combinations(range(d), sparsity)), device=X.device)  # [S s]
+    XS = X[:, :, supports].movedim(2, 1)  # [batch S k s]
+    A = XS.transpose(-1, -2) @ XS + var * torch.eye(sparsity, device=X.device)
+    b = XS.transpose(-1, -2) @ Y[:, None, :, None]  # [batch S s 1]
+    w = torch.linalg.solve(A, b)  # each support's posterior mean
+    log_p = ((b * w).sum((-1, -2)) / var - torch.logdet(A / var)) / 2  # up to terms the same for every S
+    prediction = (xq[:, supports] * w.squeeze(-1)).sum(-1)  # [batch S]
+    return (log_p.softmax(-1) * prediction).sum(-1)
+
+
 def _knn(X: Tensor, Y: Tensor, xq: Tensor, noise: float, pool: Tensor | None, neighbours: int = 3) -> Tensor:
     if X.shape[1] == 0:
         return torch.zeros(len(xq), device=xq.device)
@@ -66,16 +90,20 @@ def _zero(X: Tensor, Y: Tensor, xq: Tensor, noise: float, pool: Tensor | None) -
 
 REGRESSION_BASELINES: dict[str, Callable] = {
     "ols": _ols, "ridge": _ridge, "dmmse": _dmmse, "knn": _knn, "averaging": _averaging, "zero": _zero,
+    "sign-bayes": _sign_bayes, "sparse-bayes": _sparse_bayes,
 }
 
 
 def baseline_predictions(x: Float[Tensor, "batch n d"], y: Float[Tensor, "batch n"], method: str,
-                         noise: float = 0.0, pool: Float[Tensor, "M d"] | None = None) -> Float[Tensor, "batch n"]:
-    """A baseline's prediction at every query position k (from the k examples before it)."""
+                         noise: float = 0.0, pool: Float[Tensor, "M d"] | None = None,
+                         **options) -> Float[Tensor, "batch n"]:
+    """A baseline's prediction at every query position k (from the k examples before it); `options` go to the
+    baselines that take them (e.g. `sparsity` to sparse-bayes)."""
     if method not in REGRESSION_BASELINES:
         raise ValueError(f"baseline {method!r} unknown; choose from {', '.join(REGRESSION_BASELINES)}")
     fn = REGRESSION_BASELINES[method]
-    return torch.stack([fn(x[:, :k], y[:, :k], x[:, k], noise, pool) for k in range(x.shape[1])], dim=1)
+    options = {k: v for k, v in options.items() if k in inspect.signature(fn).parameters}
+    return torch.stack([fn(x[:, :k], y[:, :k], x[:, k], noise, pool, **options) for k in range(x.shape[1])], dim=1)
 
 
 @torch.no_grad()
@@ -94,12 +122,12 @@ def squared_error_curve(pred: Float[Tensor, "batch n"], y: Float[Tensor, "batch 
 
 
 def regression_error_curves(model: nn.Module, batch, baselines: list[str], noise: float = 0.0,
-                            pool: Tensor | None = None) -> pd.DataFrame:
+                            pool: Tensor | None = None, **options) -> pd.DataFrame:
     """Errors / d against the number of in-context examples k: the model and each baseline, one column each."""
     x, y, dims = batch.meta["x"], batch.meta["y"], batch.meta["dims"]
     curves = {"model": squared_error_curve(model_predictions(model, batch), y, dims)}
     for name in baselines:
-        curves[name] = squared_error_curve(baseline_predictions(x, y, name, noise, pool), y, dims)
+        curves[name] = squared_error_curve(baseline_predictions(x, y, name, noise, pool, **options), y, dims)
     return pd.DataFrame({"k": range(x.shape[1]), **{k: v.tolist() for k, v in curves.items()}})
 
 

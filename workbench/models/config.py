@@ -45,6 +45,12 @@ class ModelConfig(Config):
                                                           "scan, or the one-step-per-position reference")
     loops: int = Field(1, ge=1, description="apply each block this many times with shared weights (looped)")
     loop_input_injection: bool = Field(False, description="add a looped block's input before every iteration")
+    halting: bool = Field(False, description="adaptive computation time (ACT): each position halts on its own, "
+                          "within model.loops iterations (Graves 2016; Universal Transformers)")
+    halt_threshold: float = Field(0.99, description="ACT: a position halts once its halting probabilities sum to "
+                                  "this (1 − ε), in (0, 1)")
+    halt_bias: float = Field(1.0, description="ACT: the halting unit's initial bias; 1 (Graves) halts within two "
+                             "iterations at first, a negative one starts with the whole budget")
     tied_embeddings: bool = False
     n_ctx: int = Field(128, ge=1, description="longest sequence the model accepts")
     d_vocab: int = Field(64, ge=2, description="vocabulary size (token inputs and logit outputs)")
@@ -69,6 +75,11 @@ class ModelConfig(Config):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
+        if not 0 < self.halt_threshold < 1:
+            raise ValueError(f"model.halt_threshold={self.halt_threshold}: the halting threshold (1 − ε) must lie in "
+                             "(0, 1)")
+        if self.halting and self.loops < 2:
+            raise ValueError(f"model.halting needs model.loops ≥ 2, its budget of iterations; got {self.loops}")
         if self.d_head is None:
             if self.d_model % self.n_heads:
                 raise ValueError(

@@ -182,9 +182,10 @@ class Looped(nn.Module):
     of `loop[t]` are bound in their place as plain attributes, so the module tree names each hook once.
     """
 
-    def __init__(self, block: nn.Module, loops: int, input_injection: bool):
+    def __init__(self, block: nn.Module, loops: int, input_injection: bool, halt_threshold: float | None = None,
+                 d_model: int = 0):
         super().__init__()
-        self.block, self.input_injection = block, input_injection
+        self.block, self.input_injection, self.halt_threshold = block, input_injection, halt_threshold
         self.paths = [name for name, m in block.named_modules() if isinstance(m, HookPoint)]
         self.loop = nn.ModuleList(nn.Module() for _ in range(loops))
         for path in self.paths:
@@ -197,6 +198,11 @@ class Looped(nn.Module):
                         node.add_module(part, nn.Module())
                     node = getattr(node, part)
                 node.add_module(leaf, HookPoint())
+        self.halt = None
+        if halt_threshold is not None:  # adaptive computation time: a halting unit per position
+            self.halt = nn.Linear(d_model, 1)
+            self.hook_halt = HookPoint()  # [batch pos loops]: each iteration's halting weight (they sum to 1)
+            self.hook_ponder = HookPoint()  # [batch pos]: ACT's ponder cost N + R (iterations + remainder)
 
         self.bind(0)
 
@@ -213,16 +219,45 @@ class Looped(nn.Module):
     def forward(self, resid: Float[Tensor, "batch pos d_model"],
                 attention_mask: Tensor | None = None, positions: Tensor | None = None
                 ) -> Float[Tensor, "batch pos d_model"]:
+        if self.halt is not None:
+            return self.forward_act(resid, attention_mask, positions)
         x0 = resid
         for t in range(len(self.loop)):
             self.bind(t)
             resid = self.block(resid + x0 if self.input_injection and t else resid, attention_mask, positions)
         return resid
 
+    def forward_act(self, resid: Float[Tensor, "batch pos d_model"], attention_mask: Tensor | None = None,
+                    positions: Tensor | None = None) -> Float[Tensor, "batch pos d_model"]:
+        """Graves's ACT, per position: after iteration n a position halts with probability p_n = σ(w·h_n + b);
+        it stops at the first N where p_1 + … + p_N ≥ threshold (or at the budget), and its output is
+        Σ_n weight_n h_n with weight_n = p_n before N and the remainder R = 1 − Σ_{n<N} p_n at N. Halted positions
+        keep being computed (others attend to them) but no longer change their output. The ponder cost N + R is
+        differentiable through R; train with loss + τ·(N + R) to make positions halt early."""
+        x0, budget = resid, len(self.loop)
+        spent = resid.new_zeros(resid.shape[:2])  # Σ of the halting weights so far
+        running = torch.ones_like(spent)
+        out, ponder, weights = torch.zeros_like(resid), torch.zeros_like(spent), []
+        for t in range(budget):
+            self.bind(t)
+            resid = self.block(resid + x0 if self.input_injection and t else resid, attention_mask, positions)
+            p = torch.sigmoid(self.halt(resid)).squeeze(-1)
+            stops = running * ((spent + p >= self.halt_threshold) | (t == budget - 1)).float()
+            weight = stops * (1 - spent) + (running - stops) * p
+            out = out + weight[..., None] * resid
+            ponder = ponder + running + stops * (1 - spent)
+            spent, running = spent + weight, running - stops
+            weights.append(weight)
+        self.hook_halt(torch.stack(weights, -1))
+        self.hook_ponder(ponder)
+        return out
+
 
 def make_block(cfg: ModelConfig, layer: int) -> nn.Module:
     block = BLOCKS[cfg.block_at(layer)](cfg, layer)
-    return Looped(block, cfg.loops, cfg.loop_input_injection) if cfg.loops > 1 else block
+    if cfg.loops == 1:
+        return block
+    return Looped(block, cfg.loops, cfg.loop_input_injection, cfg.halt_threshold if cfg.halting else None, cfg.d_model)
 
 
 class Transformer(HookedRootModule):
@@ -274,6 +309,8 @@ class Transformer(HookedRootModule):
         for module in self.modules():  # Mamba's A, Δ and D have inits of their own
             if isinstance(module, MambaMixer):
                 module.init_ssm()
+            if isinstance(module, Looped) and module.halt is not None:
+                nn.init.constant_(module.halt.bias, self.cfg.halt_bias)
 
     @property
     def device(self) -> torch.device:

@@ -6,7 +6,9 @@ A sanity task: the optimal loss is the chain's entropy rate, which a 1-layer mod
 from __future__ import annotations
 
 import torch
+from jaxtyping import Float
 from pydantic import Field, model_validator
+from torch import Tensor
 
 from workbench.config import Config
 from workbench.tasks.base import Batch, next_token_batch
@@ -105,3 +107,68 @@ class SegmentedLanguage:
                 i += 1
             rows.append(row[:c.seq_len])
         return next_token_batch(torch.tensor(rows), torch.ones(batch, c.seq_len, dtype=torch.bool))
+
+
+class Order2LanguageConfig(Config):
+    d_vocab: int = Field(32, ge=2)
+    seq_len: int = Field(64, ge=3)
+    support: int = Field(8, ge=1, description="allowed next symbols per context (previous two tokens)")
+    language_seed: int = Field(0, ge=0, description="which chain: fixed across training batches")
+
+    @model_validator(mode="after")
+    def _check(self) -> Order2LanguageConfig:
+        if self.support > self.d_vocab:
+            raise ValueError(f"task.support={self.support} exceeds task.d_vocab={self.d_vocab}")
+        return self
+
+
+class Order2Language:
+    """An order-2 Markov language (the scaling-law testbed): each context, the previous two tokens, allows
+    `support` next symbols, drawn without replacement by a global Zipf popularity and weighted 1/r in the order
+    drawn. Its entropy rate is exact (`entropy_floor`), so a fitted L∞ can be checked against the true floor.
+    Sequences start from the stationary distribution over contexts; the loss counts predictions of tokens 2…,
+    whose context is fully visible."""
+
+    loss, causal = "cross_entropy", True
+
+    def __init__(self, cfg: Order2LanguageConfig):
+        self.cfg, self.d_vocab, self.seq_len = cfg, cfg.d_vocab, cfg.seq_len
+        V, g = cfg.d_vocab, torch.Generator().manual_seed(cfg.language_seed)
+        popularity = 1 / (1 + torch.randperm(V, generator=g).float())
+        allowed = torch.multinomial(popularity.expand(V * V, V), cfg.support, replacement=False, generator=g)
+        weights = 1 / torch.arange(1, cfg.support + 1, dtype=torch.float64)
+        self.transition: Float[Tensor, "context next"] = torch.zeros(V * V, V, dtype=torch.float64).scatter_(
+            1, allowed, weights.expand(V * V, -1))
+        self.transition /= self.transition.sum(1, keepdim=True)
+        self.stationary = self._stationary()
+
+    def _stationary(self, iterations: int = 2000) -> Float[Tensor, " context"]:
+        """Power iteration on contexts (a, b) → (b, c); the chain is aperiodic once each row allows > 1 symbol."""
+        V = self.d_vocab
+        pi = torch.full((V * V,), 1 / V**2, dtype=torch.float64)
+        for _ in range(iterations):
+            joint = pi[:, None] * self.transition  # [(a, b), c]
+            new = joint.reshape(V, V, V).sum(0).reshape(-1)  # (b, c)
+            if torch.allclose(new, pi, atol=1e-15, rtol=0):
+                break
+            pi = new
+        return pi
+
+    def entropy_floor(self) -> float:
+        """The Bayes loss (nats) at positions whose two predecessors are seen: the chain's entropy rate."""
+        p = self.transition
+        row_entropy = -(p * p.clamp(min=1e-300).log()).sum(1)
+        return float((self.stationary * row_entropy).sum())
+
+    def sample(self, batch: int, generator: torch.Generator, step: int | None = None) -> Batch:
+        V = self.d_vocab
+        tokens = torch.empty(batch, self.seq_len, dtype=torch.long)
+        start = torch.multinomial(self.stationary.float(), batch, replacement=True, generator=generator)
+        tokens[:, 0], tokens[:, 1] = start // V, start % V
+        probs = self.transition.float()
+        for i in range(2, self.seq_len):
+            context = tokens[:, i - 2] * V + tokens[:, i - 1]
+            tokens[:, i] = torch.multinomial(probs[context], 1, generator=generator).squeeze(1)
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+        mask[:, 0] = False  # position 0 predicts token 1 from one token of context
+        return next_token_batch(tokens, mask)

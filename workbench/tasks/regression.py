@@ -19,6 +19,8 @@ from torch import Tensor
 from workbench.config import Config
 from workbench.tasks.base import Batch
 
+CLASSES = ("dense", "sparse", "sign")
+
 
 class RegressionConfig(Config):
     d: int = Field(5, ge=1, description="input dimension")
@@ -26,6 +28,8 @@ class RegressionConfig(Config):
     noise: float = Field(0.0, ge=0, description="std of the label noise (σ)")
     sparsity: int = Field(0, ge=0, description="k > 0: each w has k non-zero coordinates (sparse regression)")
     M: int | None = Field(None, ge=1, description="task pool size; None (or 'inf'): a fresh Gaussian w per prompt")
+    mixture: dict[str, float] = Field(default_factory=dict, description="prompt classes and their weights, from "
+                                      "dense | sparse (task.sparsity non-zeros) | sign (w ∈ {±1}^d); empty: one class")
     pool_seed: int = Field(0, ge=0, description="which pool: fixed across training")
     dims_start: int | None = Field(None, ge=1, description="curriculum: active dimensions at step 0 (None: all)")
     dims_every: int = Field(400, ge=1, description="one more active dimension every this many steps")
@@ -44,6 +48,13 @@ class RegressionConfig(Config):
             raise ValueError(f"task.sparsity={self.sparsity} exceeds task.d={self.d}")
         if self.dims_start is not None and self.dims_start > self.d:
             raise ValueError(f"task.dims_start={self.dims_start} exceeds task.d={self.d}")
+        for name, weight in self.mixture.items():
+            if name not in CLASSES or weight <= 0:
+                raise ValueError(f"task.mixture.{name}={weight}: classes are {', '.join(CLASSES)}, with weights > 0")
+        if "sparse" in self.mixture and not self.sparsity:
+            raise ValueError("task.mixture has a sparse class: set task.sparsity (non-zeros per w) to 1 … d")
+        if self.mixture and self.M is not None:
+            raise ValueError("task.mixture draws a fresh w per prompt; it cannot be combined with a pool (task.M)")
         return self
 
     @property
@@ -64,12 +75,24 @@ class LinearRegression:
         if cfg.M is not None:
             self.pool = self.draw_tasks(cfg.M, torch.Generator().manual_seed(cfg.pool_seed))
 
-    def draw_tasks(self, n: int, generator: torch.Generator) -> Float[Tensor, "n d"]:
+    def draw_tasks(self, n: int, generator: torch.Generator, kind: str | None = None) -> Float[Tensor, "n d"]:
+        """`n` weight vectors of one class (default: sparse if task.sparsity, else dense)."""
+        kind = kind or ("sparse" if self.cfg.sparsity else "dense")
+        if kind == "sign":
+            return torch.randint(0, 2, (n, self.cfg.d), generator=generator).float() * 2 - 1
         w = torch.randn(n, self.cfg.d, generator=generator)
-        if self.cfg.sparsity:
+        if kind == "sparse":
             keep = torch.rand(n, self.cfg.d, generator=generator).argsort(-1) < self.cfg.sparsity
             w = w * keep
         return w
+
+    def draw_mixture(self, n: int, generator: torch.Generator) -> tuple[Float[Tensor, "n d"], Tensor]:
+        """Weights from task.mixture, and each prompt's class (its index in the mixture)."""
+        names = list(self.cfg.mixture)
+        kind = torch.multinomial(torch.tensor(list(self.cfg.mixture.values())), n, replacement=True,
+                                 generator=generator)
+        by_class = [self.draw_tasks(n, generator, name) for name in names]
+        return torch.stack(by_class)[kind, torch.arange(n)], kind
 
     def active_dims(self, step: int | None) -> int:
         c = self.cfg
@@ -87,12 +110,15 @@ class LinearRegression:
         c, dims, n = self.cfg, self.active_dims(step), self.active_points(step)
         x = torch.randn(batch, n, c.d, generator=generator)
         x[..., dims:] = 0
-        if self.pool is None:
+        meta = {}
+        if self.cfg.mixture:
+            w, meta["class"] = self.draw_mixture(batch, generator)
+        elif self.pool is None:
             w = self.draw_tasks(batch, generator)
         else:
             w = self.pool[torch.randint(0, len(self.pool), (batch,), generator=generator)]
         y = (x @ w[:, :, None]).squeeze(-1) + c.noise * torch.randn(batch, n, generator=generator)
-        return self.encode(x, y, meta={"w": w, "dims": torch.full((batch,), dims)})
+        return self.encode(x, y, meta={"w": w, "dims": torch.full((batch,), dims), **meta})
 
     def encode(self, x: Float[Tensor, "batch n d"], y: Float[Tensor, "batch n"], meta: dict) -> Batch:
         """Interleave x and y tokens; the target at each x token is its y."""

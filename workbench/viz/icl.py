@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from torch import Tensor
 
 from workbench.viz import LAYOUT
@@ -127,4 +129,28 @@ def error_by_iteration(table: pd.DataFrame, trained_loops: int) -> go.Figure:
     fig.add_vline(x=trained_loops, line_dash="dot", line_color="grey", annotation_text="trained loops b")
     fig.update_layout(title="error / d at k = 2d by loop iteration", xaxis_title="iteration", yaxis_title="error / d",
                       yaxis_type="log", **LAYOUT)
+    return fig
+
+
+def class_error_curves(tables: dict[str, pd.DataFrame], titles: dict[str, str] | None = None) -> go.Figure:
+    """One panel per prompt class: error / d against k for the model (thick) and each baseline, the class's
+    optimum dashed; a log scale, where a constant ratio is a constant gap."""
+    titles = titles or {}
+    fig = make_subplots(rows=1, cols=len(tables), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[titles.get(name, name) for name in tables])
+    names = list(dict.fromkeys(c.removesuffix(" (optimal)") for t in tables.values() for c in t.columns if c != "k"))
+    colours = dict(zip(names, px.colors.qualitative.Plotly, strict=False))
+    shown = set()
+    for col, table in enumerate(tables.values(), start=1):
+        for column in [c for c in table.columns if c != "k"]:
+            name = column.removesuffix(" (optimal)")
+            fig.add_trace(go.Scatter(x=table["k"], y=table[column], mode="lines+markers", name=name,
+                                     legendgroup=name, showlegend=name not in shown,
+                                     line={"width": 4 if name == "model" else 1.5, "color": colours[name],
+                                           "dash": "dash" if column.endswith("(optimal)") else "solid"}),
+                          row=1, col=col)
+            shown.add(name)
+        fig.update_xaxes(title_text="examples k", row=1, col=col)
+    fig.update_yaxes(type="log", title_text="squared error / d", row=1, col=1)
+    fig.update_layout(title="error by prompt class (dashed: the class's optimal predictor)", height=420, **LAYOUT)
     return fig

@@ -45,7 +45,8 @@ if isinstance(task, LinearRegression):
     st.header("Error against the number of in-context examples")
     offered = [b for b in REGRESSION_BASELINES if b != "dmmse" or task.pool is not None]
     chosen = st.multiselect("baselines", offered, default=[b for b in ("ols", "knn", "averaging") if b in offered])
-    table = regression_error_curves(model, exp.eval_batch(cfg, 512), chosen, cfg.task.noise, task.pool)
+    table = regression_error_curves(model, exp.eval_batch(cfg, 512), chosen, cfg.task.noise, task.pool,
+                                    sparsity=max(cfg.task.sparsity, 1))
     st.plotly_chart(error_curves(table), key="errors")
 
     st.header("One fresh task, point by point")

@@ -351,8 +351,9 @@ def cmd_sweep(args) -> int:
     grid = parse_grid(args.grid) if args.grid else None
     summary = sweep(args.experiment, args.mode, grid, out=args.out, address=args.address, seed=args.seed)
     for r in summary["runs"]:
-        label = r["variant"] or r["overrides"]
-        print(f"  [{'pass' if r['passed'] else 'FAIL'}] {label} → {r['run_dir']} ({r['seconds']:.1f} s)")
+        # A variant alone has no verdict when the criteria span variants (a fit across sizes): the summary has it.
+        verdict = "done" if "criteria" in summary else "pass" if r["passed"] else "FAIL"
+        print(f"  [{verdict}] {r['variant'] or r['overrides']} → {r['run_dir']} ({r['seconds']:.1f} s)")
     print(f"{len(summary['runs'])} runs in {summary['seconds']:.1f} s")
     print_criteria(summary.get("criteria", []))
     if args.json:

@@ -82,7 +82,11 @@ class FutureLens(Experiment):
         return float((logits.argmax(-1) == tokens[:, cfg.score_from + 1:]).float().mean())
 
     def baselines(self, cfg: FutureLensConfig) -> dict[str, float]:
-        """The oracle, trigram and bigram accuracy at each offset, on the held-out sequences."""
+        """The oracle, trigram and bigram accuracy at each offset, on the held-out sequences (they depend on the
+        config alone: computed once for evaluation and figures)."""
+        return self.memo("baselines", None, cfg, lambda: self._baselines(cfg))
+
+    def _baselines(self, cfg: FutureLensConfig) -> dict[str, float]:
         task, test = self.task(cfg), self.tokens(cfg, cfg.eval_batch, cfg.eval_seed)
         counted = self.tokens(cfg, max(cfg.probe_sequences, 4 * cfg.eval_batch), cfg.eval_seed + 1)
         out = {}

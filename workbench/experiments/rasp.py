@@ -124,7 +124,7 @@ class Rasp(Experiment):
         return grade_discovery(compiled, clean, corrupted, model, cfg.task.threshold, cfg.task.ig_steps)
 
     def evaluate(self, model, cfg: RaspConfig) -> dict[str, float]:
-        return self.exactness(model, cfg) | self.discovery(model, cfg)[2]
+        return self.memo("evaluate", model, cfg, lambda: self.exactness(model, cfg) | self.discovery(model, cfg)[2])
 
     def evaluate_during_training(self, model, cfg: RaspConfig) -> dict[str, float]:
         return self.exactness(model, cfg)
@@ -149,7 +149,7 @@ class Rasp(Experiment):
             for m, g in graphs.items()}
 
     def figures_variants(self, models, cfg: RaspConfig, run: Run | None = None) -> dict[str, go.Figure]:
-        metrics = self.evaluate_variants(models, cfg)  # discovery is cached per model: this re-reads it
+        metrics = self.evaluate_variants(models, cfg)  # each model's evaluation is memoised: this re-reads it
         return {"grading": grading_table(metrics, list(models)), **super().figures_variants(models, cfg, run)}
 
 

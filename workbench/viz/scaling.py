@@ -29,7 +29,8 @@ def scaling_law_figure(x, loss, fit: PowerLaw | None, floor: float, what: str, l
         fig.add_trace(go.Scatter(x=x, y=np.log(loss) - np.log(fit(x)), mode="markers", name="residual (log L)",
                                  marker_color="crimson", showlegend=False), row=2, col=1)
         fig.add_hline(y=0, line_color="gray", row=2, col=1)
-        title += f": α {fit.alpha:.2f}, L∞ {fit.L_inf:.4f} (floor {fit.L_inf - floor:+.4f}), R² {fit.r2:.4f}"
+        title += (f"<br><sup>fit: α {fit.alpha:.2f}, L∞ {fit.L_inf:.4f} (floor {fit.L_inf - floor:+.4f}), "
+                  f"R² {fit.r2:.4f}</sup>")
     fig.update_xaxes(type="log", row=1, col=1)
     fig.update_xaxes(type="log", title_text=what, row=2, col=1)
     fig.update_yaxes(type="log", title_text="held-out loss (nats)", row=1, col=1)

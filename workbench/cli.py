@@ -196,8 +196,8 @@ def print_criteria(criteria: list[dict]) -> None:
     for c in criteria:
         value = "missing" if c["value"] is None else f"{c['value']:.4g}"
         versus = f" × {c['versus']} = {c['bound']:.4g}" if c.get("versus") and c.get("bound") is not None else ""
-        print(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['metric']} = {value} "
-              f"(needs {c['op']} {c['threshold']}{versus})")
+        tag = ("pass" if c["passed"] else "FAIL") + ("" if c.get("counts", True) else ", not judged in this preset")
+        print(f"  [{tag}] {c['name']}: {c['metric']} = {value} (needs {c['op']} {c['threshold']}{versus})")
 
 
 def print_result(result: dict, as_json: bool) -> None:

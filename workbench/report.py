@@ -38,7 +38,8 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
         f"<td>{html.escape(c['needs'])}</td><td>{_number(c['measured'])}</td>"
         f"<td class={'pass' if c['passed'] else 'fail'}>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
         for c in criteria_rows(exp, result))
-    verdict = "passes every criterion" if result["passed"] else "does not pass every criterion yet"
+    verdict = ("passes every criterion judged in its preset" if result["passed"]
+               else "does not pass every criterion yet")
     body = [
         f"<h1>{html.escape(exp.title)}</h1>",
         f"<p><i>{html.escape(exp.paper)}</i></p><p>{html.escape(exp.claim)}</p>",

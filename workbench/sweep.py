@@ -20,6 +20,7 @@ import plotly.io as pio
 
 from workbench.config import ConfigError, flatten
 from workbench.experiments import get
+from workbench.experiments.base import verdict
 from workbench.runs import atomic_write, runs_root, write_json
 
 CONNECT_TIMEOUT_S = 5.0
@@ -129,7 +130,7 @@ def sweep(name: str, mode: str, grid: dict[str, list[str]] | None = None, out: s
     if all(variants) and len(set(variants)) == len(runs):  # one run per variant: the experiment, distributed
         metrics = {f"{r['variant']}.{k}": v for r in runs for k, v in r["metrics"].items()}
         metrics |= exp.combine_metrics(metrics)
-        summary |= {"metrics": metrics, "criteria": exp.check(metrics)}
-        summary["passed"] = all(c["passed"] for c in summary["criteria"])
+        summary |= {"metrics": metrics, "criteria": exp.check(metrics, mode)}
+        summary["passed"] = verdict(summary["criteria"])
     write_json(f"{stem}.json", summary)
     return summary

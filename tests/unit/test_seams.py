@@ -324,3 +324,17 @@ def test_resume_with_a_device_override_continues(tmp_path):
     result = resume(cut, progress_bar=False, device="auto")
     assert result["config"]["model"]["device"] == "auto"
     assert workbench.load_model(cut, device="cpu").device.type == "cpu"
+
+
+def test_a_criterion_judged_only_in_full_runs_is_still_measured_and_reported_in_quick():
+    from workbench.experiments.base import Criterion, verdict
+
+    far = Criterion("far", "m", ">=", 1.0, "tests", modes=("full",))
+    near = Criterion("near", "m", ">=", 0.1, "tests")
+    quick = [c.check({"m": 0.5}, "quick") for c in (far, near)]
+    full = [c.check({"m": 0.5}, "full") for c in (far, near)]
+    assert quick[0]["value"] == 0.5 and not quick[0]["passed"] and not quick[0]["counts"]
+    assert full[0]["counts"] and quick[1]["counts"]
+    assert verdict(quick) and not verdict(full)
+    assert far.needs == "≥ 1 (judged in full runs)"
+    assert far.check({"m": 0.5})["counts"]  # no mode given: every criterion counts

@@ -8,10 +8,12 @@ windows of 32 in every layer no query can reach the symbols (4 windows see 124 t
 all-local sits at chance; all-global copies. Three variants of one run: `all-local`, `one-global` (layer 0
 global, the rest windowed), `all-global`; each reports its accuracy and its attention cost.
 
-Not yet, and not robust: DESIGN's calibration put the global layer second and saw 0.06–0.17 after 600–1000 steps;
-it listed "global layer first" as an untested fix. With the global layer first, a 600-step run copied perfectly
-(1.00 by step 350) but all-global stayed on its plateau (0.16); over 1000 steps (the quick preset, shipped)
-all-global copies (1.00 by step 400) and one-global plateaus at 0.69: 0.69× all-global, not 0.9×.
+The paper's claim is not reached in quick mode, and is not robust; as the issue rules, it is judged in full runs
+(`modes=("full",)`) and its quick value reported. DESIGN's calibration put the global layer second and saw
+0.06–0.17 after 600–1000 steps; it listed "global layer first" as an untested fix. With the global layer first, a
+600-step run copied perfectly (1.00 by step 350) but all-global stayed on its plateau (0.16); over 1000 steps (the
+quick preset, shipped) all-global copies (1.00 by step 400) and one-global plateaus at 0.69: 0.69× all-global,
+not 0.9×.
 """
 
 from __future__ import annotations
@@ -73,8 +75,9 @@ class AttentionSpans(Experiment):
         Criterion("all-local (windows of 32) stays at chance (≤ 1/16 + 0.03)", "all-local.accuracy", "<=",
                   1 / 16 + 0.03, PAPER),
         Criterion("all-global copies (≥ 0.9)", "all-global.accuracy", ">=", 0.9, PAPER),
+        # The issue's rule: not reached in quick mode on a CPU (0.69×), so judged in full runs, reported in quick.
         Criterion("one global layer (the first) recovers ≥ 0.9× all-global", "one-global.accuracy", ">=", 0.9,
-                  PAPER, versus="all-global.accuracy"),
+                  PAPER, versus="all-global.accuracy", modes=("full",)),
     ]
     shipped_snapshots = 4
 

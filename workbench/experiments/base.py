@@ -94,7 +94,10 @@ class ExperimentConfig(Config):
 @dataclass(frozen=True)
 class Criterion:
     """A number the reproduction must reach, with the paper it comes from: `metric op threshold`, or, with
-    `versus`, `metric op threshold × versus` (one metric against another, e.g. variant A's vs variant B's)."""
+    `versus`, `metric op threshold × versus` (one metric against another, e.g. variant A's vs variant B's).
+
+    `modes` names the presets whose verdict it counts in (None: all). A claim the quick preset cannot reach on a
+    CPU is still measured and reported there, but only a full run is judged on it."""
 
     name: str
     metric: str
@@ -102,6 +105,7 @@ class Criterion:
     threshold: float
     reference: str
     versus: str | None = None
+    modes: tuple[Mode, ...] | None = None
 
     @property
     def symbol(self) -> str:
@@ -109,16 +113,22 @@ class Criterion:
 
     @property
     def needs(self) -> str:
-        return f"{self.symbol} {self.threshold:.4g}" + (f" × {self.versus}" if self.versus else "")
+        where = f" (judged in {', '.join(self.modes)} runs)" if self.modes else ""
+        return f"{self.symbol} {self.threshold:.4g}" + (f" × {self.versus}" if self.versus else "") + where
 
-    def check(self, metrics: dict[str, Any]) -> dict:
+    def check(self, metrics: dict[str, Any], mode: str | None = None) -> dict:
         value = metrics.get(self.metric)
         other = metrics.get(self.versus) if self.versus else None
         bound = self.threshold if self.versus is None else None if other is None else self.threshold * other
         passed = value is not None and bound is not None and bool(_OPS[self.op](value, bound))
         return {"name": self.name, "metric": self.metric, "op": self.op, "threshold": self.threshold,
                 "versus": self.versus, "bound": bound, "value": value, "passed": passed,
-                "reference": self.reference}
+                "counts": mode is None or self.modes is None or mode in self.modes, "reference": self.reference}
+
+
+def verdict(criteria: list[dict]) -> bool:
+    """A result passes when every criterion that counts in its preset passes."""
+    return all(c["passed"] for c in criteria if c.get("counts", True))
 
 
 class Experiment:
@@ -258,5 +268,5 @@ class Experiment:
         """Figures drawn across a sweep's runs (each a result dict: config, metrics, …); none by default."""
         return {}
 
-    def check(self, metrics: dict[str, Any]) -> list[dict]:
-        return [c.check(metrics) for c in self.criteria]
+    def check(self, metrics: dict[str, Any], mode: str | None = None) -> list[dict]:
+        return [c.check(metrics, mode) for c in self.criteria]

@@ -21,7 +21,7 @@ from torch import nn
 import workbench
 from workbench.config import ConfigError, apply_overrides, read_json
 from workbench.experiments import get, names
-from workbench.experiments.base import Experiment, ExperimentConfig, Mode
+from workbench.experiments.base import Experiment, ExperimentConfig, Mode, verdict
 from workbench.models.io import load_state, load_weights, read_metadata, save_weights
 from workbench.runs import Run, RunInfo, atomic_write, data_root, list_runs, runs_root, write_json
 from workbench.train import Progress, checkpoint_info, checkpoint_model_state
@@ -153,10 +153,10 @@ def saved_figures(run_dir: str | Path) -> dict[str, go.Figure]:
 
 def make_result(exp: Experiment, cfg: ExperimentConfig, metrics: dict, mode: str, seconds: float,
                 command: str) -> dict:
-    criteria = exp.check(metrics)
+    criteria = exp.check(metrics, mode)
     return {
         "experiment": exp.name, "mode": mode, "config": cfg.model_dump(mode="json"), "metrics": metrics,
-        "criteria": criteria, "passed": all(c["passed"] for c in criteria), "seconds": round(seconds, 2),
+        "criteria": criteria, "passed": verdict(criteria), "seconds": round(seconds, 2),
         "version": workbench.__version__, "git_sha": git_sha(), "command": command,
     }
 
@@ -367,7 +367,7 @@ def criteria_rows(exp: Experiment, result: dict) -> list[dict]:
         if c.get("versus") and c.get("bound") is not None:
             need += f" = {c['bound']:.4g}"
         rows.append({"criterion": c["name"], "metric": c["metric"], "needs": need, "measured": c["value"],
-                     "passed": c["passed"]})
+                     "passed": c["passed"], "judged": c.get("counts", True)})
     return rows
 
 

@@ -68,9 +68,9 @@ class ScalingConfig(ExperimentConfig):
         check_fits(self.task, self.model)
         if self.variants:  # a whole run (one sweep point is a single model, with no variants)
             at_budget = size_axis(self)
-            if len(at_budget) < 3:
+            if len(set(at_budget.values())) < 3:
                 raise ValueError(f"variants: a fit of L(N) needs ≥ 3 model sizes at the largest token budget; got "
-                                 f"{len(at_budget)} ({', '.join(at_budget) or 'none'})")
+                                 f"{len(set(at_budget.values()))} ({', '.join(at_budget) or 'none'})")
         return self
 
 
@@ -112,6 +112,11 @@ def axes(metrics: dict[str, float]) -> tuple[dict, dict]:
         by_params[r["params"]][n] = r
     data = max(by_params.values(), key=len)
     return size, data if len({r["tokens"] for r in data.values()}) >= 3 else {}
+
+
+def entropy_floor(rows: dict[str, dict[str, float]]) -> float:
+    """The task's floor, as every size reports it: loss − excess."""
+    return next(r["loss"] - r["excess"] for r in rows.values())
 
 
 def fits(metrics: dict[str, float]) -> tuple[PowerLaw | None, PowerLaw | None]:
@@ -165,7 +170,7 @@ class Scaling(Experiment):
         if fit_n is None:
             return {}
         size, _ = axes(metrics)
-        floor = next(r["loss"] - r["excess"] for r in size.values())
+        floor = entropy_floor(size)
         losses = [r["loss"] for r in sorted(size.values(), key=lambda r: r["params"])]
         params = sorted(r["params"] for r in size.values())
         out = {"alpha": fit_n.alpha, "L_inf": fit_n.L_inf, "floor": floor, "L_inf_minus_floor": fit_n.L_inf - floor,
@@ -175,10 +180,11 @@ class Scaling(Experiment):
             out |= {"data_beta": fit_d.alpha, "data_L_inf": fit_d.L_inf, "data_r2": fit_d.r2}
         return out
 
-    def figures_from_metrics(self, metrics: dict[str, float], floor: float) -> dict[str, go.Figure]:
+    def figures_from_metrics(self, metrics: dict[str, float]) -> dict[str, go.Figure]:
         (size, data), (fit_n, fit_d) = axes(metrics), fits(metrics)
         figs = {}
         if size:
+            floor = entropy_floor(size)
             figs["size"] = scaling_law_figure([r["params"] for r in size.values()], [r["loss"] for r in size.values()],
                                               fit_n, floor, "non-embedding parameters N", labels=list(size))
         if data:
@@ -187,12 +193,10 @@ class Scaling(Experiment):
         return figs
 
     def figures_variants(self, models, cfg: ScalingConfig, run: Run | None = None) -> dict[str, go.Figure]:
-        return self.figures_from_metrics(self.evaluate_variants(models, cfg), self.task(cfg).entropy_floor())
+        return self.figures_from_metrics(self.evaluate_variants(models, cfg))
 
     def combine_sweep(self, results: list[dict]) -> dict[str, go.Figure]:
         """A sweep over the sizes draws the same figures from its runs' metrics."""
         if not all(r.get("variant") for r in results):
             return {}  # a grid over other settings, one model a point: nothing to fit
-        metrics = {f"{r['variant']}.{k}": v for r in results for k, v in r["metrics"].items()}
-        floor = next(r["metrics"]["loss"] - r["metrics"]["excess"] for r in results)
-        return self.figures_from_metrics(metrics, floor)
+        return self.figures_from_metrics({f"{r['variant']}.{k}": v for r in results for k, v in r["metrics"].items()})

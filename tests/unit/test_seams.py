@@ -338,3 +338,21 @@ def test_a_criterion_judged_only_in_full_runs_is_still_measured_and_reported_in_
     assert verdict(quick) and not verdict(full)
     assert far.needs == "≥ 1 (judged in full runs)"
     assert far.check({"m": 0.5})["counts"]  # no mode given: every criterion counts
+
+
+def test_a_variant_run_shows_the_criteria_reading_its_metrics_or_no_variants():
+    from workbench.experiments.base import Criterion
+    from workbench.experiments.runner import criteria_rows
+
+    class Exp:
+        criteria = [Criterion("a alone", "a.x", ">=", 0.0, "tests"),
+                    Criterion("b against a", "b.x", "<=", 1.0, "tests", versus="a.x"),
+                    Criterion("across", "share", ">=", 0.0, "tests"),
+                    Criterion("a dotted non-variant", "probe.acc", ">=", 0.0, "tests")]
+
+    metrics = {"a.x": 1.0, "b.x": 0.5, "share": 0.5, "probe.acc": 0.9}
+    result = {"config": {"variants": {"a": {}, "b": {}}}, "criteria": [c.check(metrics) for c in Exp.criteria]}
+    shown = {v: [r["criterion"] for r in criteria_rows(Exp, result, v)] for v in ("a", "b", None)}
+    assert shown["a"] == ["a alone", "b against a", "across", "a dotted non-variant"]
+    assert shown["b"] == ["b against a", "across", "a dotted non-variant"]
+    assert shown[None] == [c.name for c in Exp.criteria]

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks.copy import Copy, CopyConfig
@@ -51,11 +51,6 @@ class AttentionSpansConfig(ExperimentConfig):
                                  "all-global": {"model": {"window": 0}}}
     eval_batch: int = Field(256, ge=1, description="held-out sequences")
     eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
-
-    @model_validator(mode="after")
-    def _fits_model(self) -> AttentionSpansConfig:
-        check_fits(self.task, self.model)
-        return self
 
 
 class AttentionSpans(Experiment):
@@ -92,14 +87,13 @@ class AttentionSpans(Experiment):
         cost = attention_pairs(model.cfg.n_ctx, windows) / attention_pairs(model.cfg.n_ctx, [0] * len(windows))
         return {"accuracy": float(right.float().mean()), "attention_cost": cost}
 
-    def evaluate_variants(self, models, cfg: AttentionSpansConfig) -> dict[str, float]:
-        metrics = super().evaluate_variants(models, cfg)
+    def combine_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         if "one-global.accuracy" in metrics and "all-global.accuracy" in metrics:
-            metrics["one_global_share"] = metrics["one-global.accuracy"] / max(metrics["all-global.accuracy"], 1e-9)
-        return metrics
+            return {"one_global_share": metrics["one-global.accuracy"] / max(metrics["all-global.accuracy"], 1e-9)}
+        return {}
 
     def figures_variants(self, models, cfg: AttentionSpansConfig, run: Run | None = None) -> dict[str, go.Figure]:
-        scores = {name: self.evaluate(model, cfg.variant(name)) for name, model in models.items()}
+        scores = self.variant_scores(models, cfg)
         fig = go.Figure()
         fig.add_trace(go.Bar(x=list(scores), y=[s["accuracy"] for s in scores.values()], name="copy accuracy",
                              text=[f"{s['accuracy']:.2f}" for s in scores.values()], textposition="outside"))

@@ -83,6 +83,19 @@ class ExperimentConfig(Config):
             self.variant(name)  # its overrides must make a valid config
         return self
 
+    @model_validator(mode="after")
+    def _task_fits_model(self) -> ExperimentConfig:
+        task = self.task_to_fit()
+        if task is not None:
+            check_fits(task, self.model)
+        return self
+
+    def task_to_fit(self) -> Config | None:
+        """The task config whose sequences must fit the model: the `task` section when it has sequences (a
+        `seq_len`); an experiment whose variants lengthen them returns the longest."""
+        task = getattr(self, "task", None)
+        return task if hasattr(task, "seq_len") else None
+
     def variant(self, name: str) -> ExperimentConfig:
         """The config of one variant: this config with the variant's overrides applied (and no variants)."""
         if name not in self.variants:
@@ -240,9 +253,17 @@ class Experiment:
 
     def evaluate_variants(self, models: dict[str, nn.Module], cfg: ExperimentConfig) -> dict[str, float]:
         """All variants' metrics, each prefixed `name.`; override to add metrics that compare variants."""
-        metrics = {f"{name}.{key}": value for name, model in models.items()
-                   for key, value in self.evaluate(model, cfg.variant(name)).items()}
+        metrics = {f"{name}.{key}": value for name, scores in self.variant_scores(models, cfg).items()
+                   for key, value in scores.items()}
         return metrics | self.combine_metrics(metrics)
+
+    def variant_scores(self, models: dict[str, nn.Module], cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
+        """`evaluate` of each trained variant, memoised so that figures drawing the same numbers reuse them."""
+        scores = {}
+        for name, model in models.items():
+            one = cfg.variant(name)
+            scores[name] = self.memo("evaluate", model, one, lambda: self.evaluate(model, one))  # noqa: B023
+        return scores
 
     def combine_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Metrics computed across variants from their prefixed metrics alone (a fit over model sizes), so that a

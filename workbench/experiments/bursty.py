@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits, first_step, variant_logs
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, first_step, variant_logs
 from workbench.hooks.attention import attention_patterns
 from workbench.hooks.icl import query_accuracy
 from workbench.models import ModelConfig
@@ -48,7 +48,6 @@ class BurstyExperimentConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> BurstyExperimentConfig:
-        check_fits(self.task, self.model)
         if self.model.d_output != self.task.L:
             raise ValueError(f"model.d_output={self.model.d_output} must equal task.L={self.task.L} "
                              "(one logit a label)")

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.codebook import (
     CodebookSpec,
     attach,
@@ -73,7 +73,6 @@ class CodebookExperimentConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> CodebookExperimentConfig:
-        check_fits(self.task, self.model)
         if self.model.d_vocab != self.task.d_vocab:
             raise ValueError(f"model.d_vocab={self.model.d_vocab} must equal the task's {self.task.d_vocab} "
                              f"(task.base={self.task.base} digits + BOS)")

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.attention import attention_patterns
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -43,7 +43,6 @@ class CoTParityConfig(ExperimentConfig):
             raise ValueError(f"task.n_bits={self.task.n_bits}: the chain of thought makes sequences of "
                              f"{chain.seq_len} tokens, beyond model.n_ctx={self.model.n_ctx}; raise model.n_ctx to "
                              f"{chain.seq_len} or use fewer bits")
-        check_fits(self.task, self.model)
         return self
 
 
@@ -105,7 +104,7 @@ class CoTParity(Experiment):
         return {"attention": attention_heatmap(patterns[layer][:, head].mean(0), names, title)}
 
     def figures_variants(self, models, cfg: CoTParityConfig, run: Run | None = None) -> dict[str, go.Figure]:
-        scores = {name: self.evaluate(model, cfg.variant(name))["accuracy"] for name, model in models.items()}
+        scores = {name: s["accuracy"] for name, s in self.variant_scores(models, cfg).items()}
         fig = go.Figure(go.Bar(x=list(scores), y=list(scores.values()), text=[f"{v:.3f}" for v in scores.values()],
                                textposition="outside", marker_color=[COLOURS.get(n, "#1f77b4") for n in scores]))
         fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance")

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.icl import activations, residual_hooks
 from workbench.hooks.probes import softmax_probe_accuracy
 from workbench.models import ModelConfig
@@ -41,7 +41,6 @@ class FutureLensConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> FutureLensConfig:
-        check_fits(self.task, self.model)
         if self.score_from + max(OFFSETS) >= self.task.seq_len:
             raise ValueError(f"score_from={self.score_from}: a probe {max(OFFSETS)} tokens ahead needs positions "
                              f"before task.seq_len={self.task.seq_len}; lower score_from or lengthen the sequences")

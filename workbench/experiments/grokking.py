@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.fourier import (
     basis_labels,
     basis_norms,
@@ -53,7 +53,6 @@ class GrokkingConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> GrokkingConfig:
-        check_fits(self.task, self.model)
         if self.model.d_vocab != self.task.p + 1:
             raise ValueError(f"model.d_vocab={self.model.d_vocab} must be task.p + 1 = {self.task.p + 1} "
                              "(the numbers and '='); set both, e.g. "

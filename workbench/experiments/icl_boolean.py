@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.icl import (
     accuracy_curve,
     elimination_learner,
@@ -47,7 +47,6 @@ class BooleanExperimentConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> BooleanExperimentConfig:
-        check_fits(self.task, self.model)
         if self.read_at >= self.task.examples:
             raise ValueError(f"read_at={self.read_at} needs task.examples > {self.read_at}")
         return self

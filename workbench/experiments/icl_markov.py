@@ -14,7 +14,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.attention import attention_patterns, best_head, head_scores
 from workbench.hooks.icl import bigram_bayes, kl_divergence, unigram_counts
 from workbench.models import ModelConfig
@@ -39,7 +39,6 @@ class MarkovExperimentConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> MarkovExperimentConfig:
-        check_fits(self.task, self.model)
         if self.task.states != self.model.d_vocab:
             raise ValueError(f"task.states={self.task.states} must equal model.d_vocab={self.model.d_vocab}")
         if self.score_from >= self.task.seq_len - 1:

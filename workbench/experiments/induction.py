@@ -12,7 +12,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.attention import attention_patterns, best_head, head_scores
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -36,7 +36,6 @@ class InductionConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> InductionConfig:
-        check_fits(self.task, self.model)
         if self.task.d_vocab > self.model.d_vocab:
             raise ValueError(f"task.d_vocab={self.task.d_vocab} exceeds model.d_vocab={self.model.d_vocab}")
         return self

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.icl import baseline_predictions, iteration_outputs, squared_error_curve
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -49,7 +49,6 @@ class LoopedConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> LoopedConfig:
-        check_fits(self.task, self.model)
         if self.model.loops < 2:
             raise ValueError(f"model.loops={self.model.loops}: a looped experiment needs ≥ 2 iterations")
         if self.window > self.model.loops:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks.selective_copy import SelectiveCopy, SelectiveCopyConfig
@@ -39,11 +39,6 @@ class MambaConfig(ExperimentConfig):
     variants: dict[str, dict] = {"selective": {}, "lti": {"model": {"mamba_selective": False}}}
     eval_batch: int = Field(512, ge=1, description="held-out sequences")
     eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
-
-    @model_validator(mode="after")
-    def _fits_model(self) -> MambaConfig:
-        check_fits(self.task, self.model)
-        return self
 
 
 class Mamba(Experiment):
@@ -87,9 +82,8 @@ class Mamba(Experiment):
         return figs
 
     def figures_variants(self, models, cfg: MambaConfig, run: Run | None = None) -> dict[str, go.Figure]:
-        with torch.no_grad():
-            scores = {name: self.evaluate(model, cfg.variant(name)) for name, model in models.items()}
-        return {"accuracy": accuracy_bars(scores), **super().figures_variants(models, cfg, run)}
+        bars = accuracy_bars(self.variant_scores(models, cfg))
+        return {"accuracy": bars, **super().figures_variants(models, cfg, run)}
 
 
 def step_sizes(model, batch, cfg: MambaConfig) -> go.Figure:

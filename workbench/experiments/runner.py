@@ -357,12 +357,17 @@ def thin(steps: list[int], keep: int) -> list[int]:
     return sorted(kept)
 
 
-def criteria_rows(exp: Experiment, result: dict) -> list[dict]:
+def criteria_rows(exp: Experiment, result: dict, variant: str | None = None) -> list[dict]:
     """A result's criteria as rows to show: the criterion, its metric, what it needs in the experiment's words
-    (with the bound it came to when it compares two metrics), the measured value and the verdict."""
+    (with the bound it came to when it compares two metrics), the measured value and the verdict. With `variant`,
+    only the criteria that read that variant's metrics or no variant's."""
     needs = {c.name: c.needs for c in exp.criteria}
+    variants = set(result.get("config", {}).get("variants", {}))
     rows = []
     for c in result["criteria"]:
+        reads = {m.split(".", 1)[0] for m in (c["metric"], c.get("versus")) if m and "." in m} & variants
+        if variant is not None and reads and variant not in reads:
+            continue
         need = needs.get(c["name"], f"{c['op']} {c['threshold']}")
         if c.get("versus") and c.get("bound") is not None:
             need += f" = {c['bound']:.4g}"

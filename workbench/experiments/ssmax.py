@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.attention import attention_patterns, pattern_name
 from workbench.hooks.ssmax import max_weight_table
 from workbench.models import ModelConfig
@@ -55,7 +55,6 @@ class SSMaxConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> SSMaxConfig:
-        check_fits(self.task, self.model)
         longest = max(self.test_factors) * self.task.max_pairs
         if longest > self.task.n_keys:
             raise ValueError(f"testing at {longest} pairs needs task.n_keys ≥ {longest} distinct keys; "

@@ -13,10 +13,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.icl import activations, residual_hooks
 from workbench.hooks.probes import (
     distance_spearman,
@@ -44,11 +44,6 @@ class StructuralProbeConfig(ExperimentConfig):
     rank: int = Field(64, ge=1, description="the distance probe's rank")
     probe_steps: int = Field(300, ge=1, description="Adam steps fitting the distance probe")
     eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
-
-    @model_validator(mode="after")
-    def _fits_model(self) -> StructuralProbeConfig:
-        check_fits(self.task, self.model)
-        return self
 
 
 class StructuralProbe(Experiment):

@@ -16,10 +16,10 @@ import copy
 import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.super_weight import Weight, find_super_weights, plant_super_weight, super_activation
 from workbench.models import ModelConfig
 from workbench.runs import Run, data_root
@@ -43,11 +43,6 @@ class SuperWeightConfig(ExperimentConfig):
                                     description="shipped token LMs to search too: data/<name>[/<variant>]")
     eval_batch: int = Field(32, ge=1, description="held-out sequences the loss is measured on")
     eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
-
-    @model_validator(mode="after")
-    def _fits_model(self) -> SuperWeightConfig:
-        check_fits(self.task, self.model)
-        return self
 
 
 def lm_loss(batch):

@@ -15,9 +15,9 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.icl import baseline_predictions, model_predictions
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -38,11 +38,6 @@ class DiversityConfig(ExperimentConfig):
     variants: dict[str, dict] = {"M4": {"task": {"M": 4}}, "M16": {"task": {"M": 16}}, "Minf": {"task": {"M": None}}}
     eval_batch: int = Field(2048, ge=1)
     eval_seed: int = Field(12345, ge=0)
-
-    @model_validator(mode="after")
-    def _fits_model(self) -> DiversityConfig:
-        check_fits(self.task, self.model)
-        return self
 
 
 class TaskDiversity(Experiment):

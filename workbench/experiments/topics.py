@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.expressivity import block_ratio, token_ov
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -40,7 +40,6 @@ class TopicsExperimentConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> TopicsExperimentConfig:
-        check_fits(self.task, self.model)
         if self.model.n_layers != 1 or self.model.n_heads != 1:
             raise ValueError(f"model: the value matrix is read from one head of one layer; got model.n_layers="
                              f"{self.model.n_layers}, model.n_heads={self.model.n_heads} (set both to 1)")

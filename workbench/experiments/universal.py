@@ -24,7 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, check_fits
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
 from workbench.hooks.halting import forward_with_ponder, iterations_used
 from workbench.hooks.probes import spearman
 from workbench.models import ModelConfig
@@ -57,7 +57,6 @@ class UniversalConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _fits_model(self) -> UniversalConfig:
-        check_fits(self.task, self.model)
         if self.step_supervision and not (self.model.halting and self.model.loops >= self.task.max_hops):
             raise ValueError(f"step_supervision needs an ACT model with model.loops ≥ task.max_hops="
                              f"{self.task.max_hops} (one iteration a hop); got halting={self.model.halting}, "

@@ -41,11 +41,9 @@ for label in chosen:
     result = Run(refs[label].path).result()
     if result is None:
         continue
-    prefix = f"{refs[label].variant}." if refs[label].variant else ""
-    for c in criteria_rows(experiments.get(result["experiment"]), result):
-        if not refs[label].variant or c["metric"].startswith(prefix) or "." not in c["metric"]:
-            measured = "—" if c["measured"] is None else f"{c['measured']:.4g} {'✓' if c['passed'] else '✗'}"
-            table.setdefault(f"{c['criterion']} ({c['needs']})", {})[label] = measured
+    for c in criteria_rows(experiments.get(result["experiment"]), result, refs[label].variant):
+        measured = "—" if c["measured"] is None else f"{c['measured']:.4g} {'✓' if c['passed'] else '✗'}"
+        table.setdefault(f"{c['criterion']} ({c['needs']})", {})[label] = measured
 if table:
     st.dataframe(pd.DataFrame(table).T, width="stretch")
 else:

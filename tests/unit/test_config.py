@@ -49,3 +49,15 @@ def test_config_json_round_trip():
 def test_unknown_schema_version_is_refused(version):
     with pytest.raises(ConfigError, match="schema_version"):
         check_schema_version({"schema_version": version}, "x/config.json")
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_every_experiment_refuses_a_model_context_shorter_than_its_sequences(name):
+    """One validator (ExperimentConfig.task_to_fit) guards every experiment whose task has sequences."""
+    exp = experiments.get(name)
+    cfg = exp.config("quick")
+    task = cfg.task_to_fit()
+    if task is None:
+        pytest.skip(f"{name}: its task has no token sequences")
+    with pytest.raises(ConfigError, match="model.n_ctx"):
+        apply_overrides(cfg, {"model.n_ctx": task.seq_len - 1})

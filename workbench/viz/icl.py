@@ -136,21 +136,30 @@ def class_error_curves(tables: dict[str, pd.DataFrame], titles: dict[str, str] |
     """One panel per prompt class: error / d against k for the model (thick) and each baseline, the class's
     optimum dashed; a log scale, where a constant ratio is a constant gap."""
     titles = titles or {}
-    fig = make_subplots(rows=1, cols=len(tables), shared_yaxes=True, horizontal_spacing=0.03,
+    cols = min(2, len(tables))  # a 2-wide grid stays readable in a half-width dashboard column
+    rows = -(-len(tables) // cols)
+    fig = make_subplots(rows=rows, cols=cols, shared_yaxes="all", horizontal_spacing=0.06, vertical_spacing=0.14,
                         subplot_titles=[titles.get(name, name) for name in tables])
     names = list(dict.fromkeys(c.removesuffix(" (optimal)") for t in tables.values() for c in t.columns if c != "k"))
     colours = dict(zip(names, px.colors.qualitative.Plotly, strict=False))
     shown = set()
-    for col, table in enumerate(tables.values(), start=1):
+    for i, table in enumerate(tables.values()):
+        row, col = divmod(i, cols)
         for column in [c for c in table.columns if c != "k"]:
             name = column.removesuffix(" (optimal)")
             fig.add_trace(go.Scatter(x=table["k"], y=table[column], mode="lines+markers", name=name,
                                      legendgroup=name, showlegend=name not in shown,
                                      line={"width": 4 if name == "model" else 1.5, "color": colours[name],
                                            "dash": "dash" if column.endswith("(optimal)") else "solid"}),
-                          row=1, col=col)
+                          row=row + 1, col=col + 1)
             shown.add(name)
-        fig.update_xaxes(title_text="examples k", row=1, col=col)
-    fig.update_yaxes(type="log", title_text="squared error / d", row=1, col=1)
-    fig.update_layout(title="error by prompt class (dashed: the class's optimal predictor)", height=420, **LAYOUT)
+        if row == rows - 1:
+            fig.update_xaxes(title_text="examples k", row=row + 1, col=col + 1)
+    fig.update_yaxes(type="log")
+    for row in range(1, rows + 1):
+        fig.update_yaxes(title_text="squared error / d", row=row, col=1)
+    fig.update_layout(title="error by prompt class (dashed: the class's optimal predictor)", height=120 + 260 * rows,
+                      **LAYOUT)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.08 * 2 / rows},
+                      margin={**LAYOUT["margin"], "b": 90})
     return fig

@@ -43,8 +43,10 @@ for label in chosen:
         continue
     for c in criteria_rows(experiments.get(result["experiment"]), result, refs[label].variant):
         measured = "—" if c["measured"] is None else f"{c['measured']:.4g} {'✓' if c['passed'] else '✗'}"
+        if not c["judged"]:
+            measured += " (not judged in this preset)"
         table.setdefault(f"{c['criterion']} ({c['needs']})", {})[label] = measured
 if table:
-    st.dataframe(pd.DataFrame(table).T, width="stretch")
+    st.dataframe(pd.DataFrame(table).T.fillna(""), width="stretch")  # blank: the criterion is not that run's
 else:
     st.info("None of these runs has finished (no result.json), so there are no criteria to compare.")

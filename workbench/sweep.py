@@ -20,7 +20,7 @@ import plotly.io as pio
 
 from workbench.config import ConfigError, flatten
 from workbench.experiments import get
-from workbench.experiments.base import verdict
+from workbench.experiments.base import prefixed, verdict
 from workbench.runs import atomic_write, runs_root, write_json
 
 CONNECT_TIMEOUT_S = 5.0
@@ -128,7 +128,7 @@ def sweep(name: str, mode: str, grid: dict[str, list[str]] | None = None, out: s
                         for (_, overrides), r in zip(points, runs, strict=True)]}
     variants = [r["variant"] for r in runs]
     if all(variants) and len(set(variants)) == len(runs):  # one run per variant: the experiment, distributed
-        metrics = {f"{r['variant']}.{k}": v for r in runs for k, v in r["metrics"].items()}
+        metrics = prefixed({r["variant"]: r["metrics"] for r in runs})
         metrics |= exp.combine_metrics(metrics)
         summary |= {"metrics": metrics, "criteria": exp.check(metrics, mode)}
         summary["passed"] = verdict(summary["criteria"])

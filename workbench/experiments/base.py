@@ -50,6 +50,12 @@ def variant_logs(cfg: ExperimentConfig, run: Run) -> dict[str, list[dict]]:
     return {f"{name}.": run.variant(name).metrics() for name in cfg.variants} or {"": run.metrics()}
 
 
+def prefixed(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each variant's metrics under its name, as criteria and `combine_metrics` read them: {"a": {"x": 1}} →
+    {"a.x": 1}."""
+    return {f"{name}.{key}": value for name, metrics in scores.items() for key, value in metrics.items()}
+
+
 def first_step(rows: list[dict], key: str, threshold: float) -> int | None:
     """The first logged step at which `key` reached `threshold` (None: never)."""
     return next((row["step"] for row in rows if row.get(key, float("-inf")) >= threshold), None)
@@ -253,8 +259,7 @@ class Experiment:
 
     def evaluate_variants(self, models: dict[str, nn.Module], cfg: ExperimentConfig) -> dict[str, float]:
         """All variants' metrics, each prefixed `name.`; override to add metrics that compare variants."""
-        metrics = {f"{name}.{key}": value for name, scores in self.variant_scores(models, cfg).items()
-                   for key, value in scores.items()}
+        metrics = prefixed(self.variant_scores(models, cfg))
         return metrics | self.combine_metrics(metrics)
 
     def variant_scores(self, models: dict[str, nn.Module], cfg: ExperimentConfig) -> dict[str, dict[str, float]]:

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, prefixed
 from workbench.hooks.scaling import PowerLaw, fit_power_law
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -205,4 +205,4 @@ class Scaling(Experiment):
         """A sweep over the sizes draws the same figures from its runs' metrics."""
         if not all(r.get("variant") for r in results):
             return {}  # a grid over other settings, one model a point: nothing to fit
-        return self.figures_from_metrics({f"{r['variant']}.{k}": v for r in results for k, v in r["metrics"].items()})
+        return self.figures_from_metrics(prefixed({r["variant"]: r["metrics"] for r in results}))

@@ -1,5 +1,6 @@
 """The circuit graph: running circuits, EAP / EAP-IG against exact effects, ACDC, faithfulness, path patching."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from workbench.hooks.circuits import (
     target_probability,
 )
 from workbench.models import ModelConfig, Transformer
+from workbench.viz.circuits import circuit_over_training_figure
 
 
 def edge(graph, writer, reader):
@@ -222,3 +224,42 @@ def test_smallest_circuit_reaching_a_faithfulness(hand_built):  # noqa: F811
     assert run.faithfulness(graph.top(k)) >= 0.8 > run.faithfulness(graph.top(k - 1))
     assert k == 3  # input → logits alone recovers 2.0 of 3.2; the head needs both its v input and its output
     assert smallest_circuit(run, graph, 1.5) is None
+
+
+def over_training_table():
+    """Two snapshots before discovery ran (no behaviour yet; one at step 0) and two after."""
+    found = {"n_edges": 81, "EAP.edges_for_0.8": 20.0, "ACDC.edges_for_0.8": 10.0}
+    return pd.DataFrame([
+        {"step": 0, "gap": 0.0},
+        {"step": 10, "gap": 0.1},
+        {"step": 100, "gap": 5.0, "L0H0.key_paths": 0.5, "L0H1.key_paths": 0.0, **found,
+         "EAP.faithfulness_at_max_fraction": 0.3, "ACDC.faithfulness_at_max_fraction": 0.75,
+         "faithfulness_at_max_fraction": 0.75},
+        {"step": 1000, "gap": 9.0, "L0H0.key_paths": 0.3, "L0H1.key_paths": 0.4, **found,
+         "EAP.faithfulness_at_max_fraction": 0.1, "ACDC.faithfulness_at_max_fraction": 0.2,
+         "faithfulness_at_max_fraction": 0.2}])
+
+
+def test_circuit_over_training_figure():
+    fig = circuit_over_training_figure(over_training_table(), max_fraction=0.1)
+    lines = {(t.name, t.yaxis): t for t in fig.data if t.name}
+    assert list(lines["ACDC", "y"].x) == [100, 1000] and list(lines["ACDC", "y"].y) == [0.75, 0.2]
+    assert list(lines["EAP", "y2"].y) == [20.0, 20.0]  # edges needed, on the second panel
+    assert list(lines["L0H1", "y3"].x) == [100, 1000] and list(lines["L0H1", "y3"].y) == [0.0, 0.4]
+    assert not any(0 in t.x or 10 in t.x for t in fig.data)  # no log position for 0; no discovery before the gap
+    budgets = [s.y0 for s in fig.layout.shapes if s.yref == "y2"]
+    assert budgets == [pytest.approx(8.1)]  # 10% of 81 edges
+
+
+def test_induction_circuit_reports_its_best_snapshot(tmp_path):
+    from workbench.experiments import get
+    from workbench.experiments.induction_circuit import OVER_TRAINING
+    from workbench.runs import Run
+
+    exp = get("induction-circuit")
+    cfg = exp.config("smoke")
+    assert exp.run_metrics(cfg, Run(tmp_path), None) == {}  # a run without the artifact
+    (tmp_path / OVER_TRAINING).write_text(over_training_table().to_json(orient="records"))
+    assert exp.run_metrics(cfg, Run(tmp_path), None) == {"snapshot_best_faithfulness_at_max_fraction": 0.75,
+                                                         "snapshot_best_step": 100}
+    assert "circuit_over_training" in exp.figures(exp.build(cfg).eval(), cfg, Run(tmp_path))

@@ -10,6 +10,7 @@ from workbench.hooks.attention import (
     head_scores,
     induction_stripe_targets,
     induction_targets,
+    offset_profile,
     previous_token_targets,
     sink_score,
     targeted_score,
@@ -145,3 +146,15 @@ def test_all_heads_view_is_self_contained_and_carries_every_head():
     assert torch.allclose(torch.tensor(payload["p"]) / 1000, stacked, atol=5e-4)
     with pytest.raises(ValueError, match="8×8 but there are 3 tokens"):
         all_heads(stacked, ["a", "b", "c"])
+
+
+def test_offset_profile_finds_each_head_s_offset():
+    pos = 6
+    back = [torch.eye(pos).roll(-o, dims=1).tril(-o) for o in (1, 2)]  # k = q − 1, k = q − 2
+    for b in back:
+        b[: b.sum(-1).eq(0).sum(), 0] = 1.0  # queries without that key attend to BOS
+    profile = offset_profile(torch.stack(back)[None], max_offset=3)
+    assert list(profile.columns) == [0, 1, 2, 3]
+    assert profile.loc[0].tolist() == pytest.approx([1 / 6, 5 / 5, 0, 0])  # q=0 attends to itself (BOS)
+    assert profile.loc[1].tolist() == pytest.approx([1 / 6, 1 / 5, 4 / 4, 0])  # q=1 attends to BOS, 1 back
+    assert offset_profile(torch.stack(back)[None], max_offset=20).columns[-1] == pos - 1

@@ -26,8 +26,10 @@ layer (d_head 16, 529 edges), 0.27 at 52 edges (10%) and 0.8 takes 121; seeds 1 
 Over training (`circuit_over_training`, saved with the run): the circuit is sparsest just after the phase change.
 At steps 290–330 one layer-0 head, L0H2, feeds the keys (its key paths carry ~0.53 of the gap, every other head's
 ≤ 0.02) and the top 8 edges reach 0.75 (EAP-IG and ACDC; 10–11 edges reach 0.8). From step ~340 L0H0 feeds the
-keys too (0.12 of the gap at step 400, 0.46 at 3000, as much as L0H2) and the 8-edge circuit falls to 0.04: the
-mechanism grows redundant, and even at its sparsest it stays under 0.8.
+keys too (0.12 of the gap at step 400, 0.46 at 3000, as much as L0H2) and the 8-edge circuit falls to 0.04. L0H0
+is a two-back head (`offset_profile`: 0.19 of its attention two tokens back at step 320, 0.62 at the end), so the
+keys come to match a two-token prefix: a second, partly redundant key signal. Even at its sparsest the circuit
+stays under 0.8.
 """
 
 from __future__ import annotations
@@ -118,14 +120,18 @@ class InductionCircuit(Induction):
 
     # --- the model: the shipped induction model, or trained here ---
     def train(self, cfg: InductionCircuitConfig, run: Run | None, callback=None, progress_bar: bool = True):
-        if cfg.source == "train":
-            model, source = super().train(cfg, run, callback, progress_bar), run and run.path
-        else:
-            model, source = self.load_shipped(cfg, run), data_root() / "induction"
+        trained = cfg.source == "train"
+        model = super().train(cfg, run, callback, progress_bar) if trained else self.load_shipped(cfg, run)
         if run is not None:
-            table = self.circuit_over_training(model.eval(), cfg, source, progress_bar)
+            table = self.circuit_over_training(model.eval(), cfg, self.training_run(cfg, run.path), progress_bar)
             atomic_write(run.path / OVER_TRAINING, table.to_json(orient="records"))
         return model
+
+    @staticmethod
+    def training_run(cfg: InductionCircuitConfig, path: str | Path) -> Path:
+        """The run whose snapshots trace the training of the model at `path`: data/induction for the shipped
+        model, else the run itself."""
+        return data_root() / "induction" if cfg.source == "shipped" else Path(path)
 
     def load_shipped(self, cfg: InductionCircuitConfig, run: Run | None):
         source = data_root() / "induction"

@@ -130,6 +130,15 @@ def entropy(pattern: Float[Tensor, "batch head q k"]) -> Float[Tensor, " head"]:
     return -(pattern * p.log()).sum(-1).mean((0, 2))
 
 
+def offset_profile(pattern: Float[Tensor, "batch head q k"], max_offset: int = 8) -> pd.DataFrame:
+    """Mean attention each head pays to the key `offset` positions back (0: itself), over the queries that have
+    one, for offsets 0…max_offset: one row per head. A previous-token head peaks at 1; a head that matches on the
+    token two back, at 2."""
+    offsets = range(min(max_offset, pattern.shape[-1] - 1) + 1)
+    return pd.DataFrame({o: pattern.diagonal(-o, dim1=-2, dim2=-1).mean((0, 2)).cpu().numpy() for o in offsets},
+                        index=pd.RangeIndex(pattern.shape[1], name="head")).rename_axis(columns="offset")
+
+
 # Scores defined on any prompt; `induction` (the stripe score) needs the segment length as well.
 SCORES = {
     "previous_token": previous_token_targets,

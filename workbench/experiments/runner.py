@@ -328,14 +328,21 @@ def copy_entries(source: Path, dest: Path, entries: tuple[str, ...], snapshots: 
         if entry == "snapshots":
             snaps = Run(source).snapshots()
             (dest / entry).mkdir()
-            dense = dense_steps(source / entry)  # the dense windows, with their ends, are kept whole
             if (source / entry / "dense.json").exists():
                 shutil.copyfile(source / entry / "dense.json", dest / entry / "dense.json")
-            for step in sorted(set(thin([s for s in snaps if s not in dense], snapshots)) | (dense & set(snaps))):
+            for step in kept_snapshots(source, snapshots):
                 state = {k: v.half() if v.is_floating_point() else v for k, v in load_weights(snaps[step]).items()}
                 save_weights(state, dest / entry / snaps[step].name, read_metadata(snaps[step]))
         elif (source / entry).exists():
             shutil.copyfile(source / entry, dest / entry)
+
+
+def kept_snapshots(run_path: str | Path, keep: int) -> list[int]:
+    """The snapshot steps a run keeps when shipped: its dense windows whole (with their ends), the rest thinned to
+    `keep`."""
+    snaps = list(Run(run_path).snapshots())
+    dense = dense_steps(Path(run_path) / "snapshots")
+    return sorted(set(thin([s for s in snaps if s not in dense], keep)) | (dense & set(snaps)))
 
 
 def dense_steps(folder: Path) -> set[int]:

@@ -136,6 +136,10 @@ def test_codebook_page_searches_codes_and_forces_one(runs_root):
 def test_circuits_page_discovers_with_each_method_and_rejects_a_bad_prompt(runs_root):
     at = page("circuits")
     assert not at.exception and at.metric[0].value == "81"  # the shipped induction model's graph
+    slider, final_cpr = at.select_slider[0], at.metric[1].value  # discovery at a snapshot: the circuit as it formed
+    assert slider.value == "final" and "320" in slider.options
+    slider.set_value(320).run()
+    assert not at.exception and not at.error and at.metric[1].value != final_cpr
     at.radio(key="method").set_value("ACDC").run()
     assert not at.exception and any("ACDC kept" in c.value for c in at.caption)
     at.text_input[0].input("1 2 banana").run()

@@ -1,6 +1,6 @@
-"""What several dashboard pages share: a model picker, one cached model loader (a model opened on one page is
-warm on the others) that turns a load failure into one readable error on the page, cached figures of a saved run
-(also at a snapshot), and a typed token-id prompt."""
+"""What several dashboard pages share: a model picker, a snapshot picker, one cached model loader (a model opened
+on one page is warm on the others) that turns a load failure into one readable error on the page, cached figures
+of a saved run (also at a snapshot), and a typed token-id prompt."""
 
 from collections.abc import Callable
 
@@ -11,7 +11,7 @@ from torch import Tensor
 
 from workbench import experiments
 from workbench.config import ConfigError
-from workbench.experiments.runner import Loaded, ModelRef, figures, load, saved_models
+from workbench.experiments.runner import Loaded, ModelRef, figures, load, saved_models, snapshots
 from workbench.hooks import over_training
 from workbench.hooks.attention import head_scores
 from workbench.runs import Run
@@ -46,6 +46,16 @@ def model_picker(keep: Callable[[ModelRef], bool] = lambda ref: True,
     def order(label: str) -> tuple[bool, bool]:
         return family(models[label].experiment) != "attention", not label.startswith("shipped: induction")
     return models[st.selectbox("model", sorted(models, key=order))]
+
+
+def snapshot_picker(ref: ModelRef, label: str = "snapshot (training step)") -> int | None:
+    """A slider over the snapshots `ref`'s run kept, ending at the final model (None, the default); nothing is
+    drawn for a model without snapshots."""
+    steps = snapshots(ref.path, ref.variant)
+    if not steps:
+        return None
+    step = st.select_slider(label, options=[*steps, "final"], value="final")
+    return None if step == "final" else int(step)
 
 
 @st.cache_resource(show_spinner="loading model…")

@@ -9,7 +9,7 @@ import torch
 from workbench import experiments
 from workbench.compile.programs import program_source
 from workbench.config import ConfigError
-from workbench.dashboard.common import cached_load, load_or_stop, typed_prompt
+from workbench.dashboard.common import cached_load, load_or_stop, snapshot_picker, typed_prompt
 from workbench.experiments.runner import saved_models
 from workbench.hooks.circuits import (
     METHODS,
@@ -43,8 +43,8 @@ def prompts(path: str, variant: str | None, pairs: int):
 
 
 @st.cache_data(show_spinner="patching…")
-def cached_patching(path: str, variant: str | None, pairs: int, metric_name: str, what: str):
-    _, _, model = cached_load(path, variant)
+def cached_patching(path: str, variant: str | None, step: int | None, pairs: int, metric_name: str, what: str):
+    _, _, model = cached_load(path, variant, step)
     clean, corrupted, positions = prompts(path, variant, pairs)
     metric = PROMPT_METRICS[metric_name](clean, positions)
     run = CircuitRun.prepare(model, clean, corrupted, metric)
@@ -54,9 +54,9 @@ def cached_patching(path: str, variant: str | None, pairs: int, metric_name: str
 
 
 @st.cache_data(show_spinner="discovering the circuit…")
-def cached_discovery(path: str, variant: str | None, pairs: int, metric_name: str, method: str, steps: int,
-                     threshold: float):
-    _, _, model = cached_load(path, variant)
+def cached_discovery(path: str, variant: str | None, step: int | None, pairs: int, metric_name: str, method: str,
+                     steps: int, threshold: float):
+    _, _, model = cached_load(path, variant, step)
     clean, corrupted, positions = prompts(path, variant, pairs)
     metric = PROMPT_METRICS[metric_name](clean, positions)
     graph = discover(model, clean, corrupted, metric, method, steps, threshold)
@@ -116,9 +116,10 @@ label = left.selectbox("model", labels)
 metric_name = middle.selectbox("metric", list(PROMPT_METRICS))
 pairs = right.slider("clean/corrupted pairs", 2, 32, 16, 2)
 ref = models[label]
-exp, cfg, model = load_or_stop(ref)
-key = (str(ref.path), ref.variant, pairs, metric_name)
-clean, corrupted, positions = prompts(*key[:3])
+step = snapshot_picker(ref)  # a circuit as it formed: discovery on the model at any kept step
+exp, cfg, model = load_or_stop(ref, step)
+key = (str(ref.path), ref.variant, step, pairs, metric_name)
+clean, corrupted, positions = prompts(str(ref.path), ref.variant, pairs)
 st.caption(f"{exp.title}: {pairs} of its clean prompts against corrupted ones ({type(exp).__name__}."
            f"circuit_prompts), the metric over {len(positions)} positions. Shares of the gap: 0 is the corrupted "
            "run's metric, 1 the clean run's.")

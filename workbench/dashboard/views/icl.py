@@ -4,8 +4,8 @@ baselines, a fresh regression task point by point, probe R² by layer beside the
 import streamlit as st
 
 from workbench import experiments
-from workbench.dashboard.common import cached_load, load_or_stop
-from workbench.experiments.runner import saved_models, snapshots
+from workbench.dashboard.common import cached_load, load_or_stop, snapshot_picker
+from workbench.experiments.runner import saved_models
 from workbench.hooks.icl import (
     REGRESSION_BASELINES,
     fresh_prompt_predictions,
@@ -34,10 +34,8 @@ if not models:
     st.stop()
 label = st.selectbox("model", list(models))
 ref = models[label]
-# Replay training: every view below is drawn for the snapshot picked here (the last step is the final model).
-steps = snapshots(ref.path, ref.variant)
-step = st.select_slider("training step (snapshots)", options=steps, value=steps[-1]) if len(steps) > 1 else None
-step = None if step is None or step == steps[-1] else step
+# Replay training: every view below is drawn for the snapshot picked here.
+step = snapshot_picker(ref, "training step (snapshots)")
 exp, cfg, model = load_or_stop(ref, step)
 task = exp.task(cfg)
 

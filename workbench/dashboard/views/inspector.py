@@ -5,8 +5,7 @@ attention heads, and the logit lens."""
 import streamlit as st
 
 from workbench.config import ConfigError
-from workbench.dashboard.common import load_or_stop, model_picker
-from workbench.experiments.runner import snapshots
+from workbench.dashboard.common import load_or_stop, model_picker, snapshot_picker
 from workbench.hooks.attention import attention_layers, repeat_start, stacked_patterns
 from workbench.inspector import activation, hook_names, is_bridge, next_token_table, open_hf, prompt_tokens, str_tokens
 from workbench.viz import activation_figure
@@ -25,10 +24,7 @@ source = st.radio("model", ["a saved model", "a Hugging Face model directory"], 
 exp = cfg = None
 if source == "a saved model":
     ref = model_picker()
-    steps = snapshots(ref.path, ref.variant)
-    step = st.select_slider("snapshot (training step)", options=[*steps, "final"], value="final") if steps else \
-        "final"
-    exp, cfg, model = load_or_stop(ref, None if step == "final" else int(step))
+    exp, cfg, model = load_or_stop(ref, snapshot_picker(ref))
     sample = st.number_input("sample a prompt from the task (seed)", min_value=0, max_value=10**6, value=0)
     default = " ".join(str_tokens(model, exp.sample_prompt(cfg, int(sample))[:, :24])) \
         if not getattr(model.cfg, "d_input", 0) else ""

@@ -25,8 +25,8 @@ layer (d_head 16, 529 edges), 0.27 at 52 edges (10%) and 0.8 takes 121; seeds 1 
 
 Over training (`circuit_over_training`, saved with the run): the circuit is sparsest just after the phase change.
 At steps 290–330 one layer-0 head, L0H2, feeds the keys (its key paths carry ~0.53 of the gap, every other head's
-≤ 0.02) and the top 8 edges reach 0.75 (EAP-IG and ACDC; 10–11 edges reach 0.8). From step ~340 L0H0 feeds the
-keys too (0.12 of the gap at step 400, 0.46 at 3000, as much as L0H2) and the 8-edge circuit falls to 0.04. L0H0
+≤ 0.02) and the top 8 edges reach 0.71–0.75 (EAP-IG and ACDC; 10–11 edges reach 0.8). From step ~340 L0H0 feeds the
+keys too (0.12 of the gap at step 400, 0.46 at 3000, as much as L0H2) and the 8-edge circuit falls to 0.03–0.13. L0H0
 is a two-back head (`offset_profile`: 0.19 of its attention two tokens back at step 320, 0.62 at the end), so the
 keys come to match a two-token prefix: a second, partly redundant key signal. Even at its sparsest the circuit
 stays under 0.8. A larger vocabulary (fewer repeated tokens for a two-token prefix to tell apart) did not settle

@@ -140,6 +140,11 @@ def test_circuits_page_discovers_with_each_method_and_rejects_a_bad_prompt(runs_
     assert slider.value == "final" and "320" in slider.options
     slider.set_value(320).run()
     assert not at.exception and not at.error and at.metric[1].value != final_cpr
+    slider.set_value("final").run()
+    at.slider[0].set_value(2).run()  # pairs: EAP at every snapshot, quickly
+    at.radio(key="method").set_value("EAP").run()
+    at.button[1].click().run()  # "Run EAP at every snapshot" (the first button runs patching)
+    assert not at.exception and not at.error and any(c.key == "over_training" for c in at.get("plotly_chart"))
     at.radio(key="method").set_value("ACDC").run()
     assert not at.exception and any("ACDC kept" in c.value for c in at.caption)
     at.text_input[0].input("1 2 banana").run()

@@ -263,3 +263,18 @@ def test_induction_circuit_reports_its_best_snapshot(tmp_path):
     assert exp.run_metrics(cfg, Run(tmp_path), None) == {"snapshot_best_faithfulness_at_max_fraction": 0.75,
                                                          "snapshot_best_step": 100}
     assert "circuit_over_training" in exp.figures(exp.build(cfg).eval(), cfg, Run(tmp_path))
+
+
+def test_discovery_scores_skip_a_model_whose_behaviour_has_not_formed(hand_built):  # noqa: F811
+    from workbench.hooks.circuits import discovery_scores, smallest_circuit
+
+    clean, corrupted, metric = torch.tensor([CLEAN]), torch.tensor([CORRUPTED]), logit_diff(A, B)
+    gap = CircuitRun.prepare(hand_built, clean, corrupted, metric).gap
+    assert discovery_scores(hand_built, clean, corrupted, metric, min_gap=2 * abs(gap)) == {"gap": gap}
+    row = discovery_scores(hand_built, clean, corrupted, metric, ("EAP", "ACDC"), min_gap=abs(gap) / 2)
+    graph = edge_attribution(hand_built, clean, corrupted, metric)
+    assert row["n_edges"] == graph.n_edges and "EAP-IG.cpr" not in row
+    assert row["EAP.edges_for_0.8"] == smallest_circuit(CircuitRun.prepare(hand_built, clean, corrupted, metric),
+                                                       graph, 0.8) == 3
+    assert row["faithfulness_at_max_fraction"] == max(row["EAP.faithfulness_at_max_fraction"],
+                                                      row["ACDC.faithfulness_at_max_fraction"])

@@ -55,17 +55,18 @@ from workbench.hooks import over_training
 from workbench.hooks.attention import head_scores
 from workbench.hooks.circuits import (
     METHODS,
+    MIN_GAP_SHARE,
     CircuitRun,
     activation_patching,
     area_scores,
     composition_scores,
     direct_logit_attribution,
     discover,
-    faithfulness_at,
+    discovery_scores,
     faithfulness_curve,
+    method_scores,
     next_token_margin,
     path_patching,
-    smallest_circuit,
 )
 from workbench.models.io import load_state, load_weights
 from workbench.runs import Run, atomic_write, data_root
@@ -79,7 +80,6 @@ from workbench.viz.circuits import (
 )
 
 OVER_TRAINING = "circuit_over_training.json"  # the artifact: discovery at each snapshot
-MIN_GAP_SHARE = 0.1  # discovery runs on snapshots whose clean − corrupted gap is at least this share of the final
 
 PAPER = "Elhage et al. 2021; Olsson et al. 2022; MIB (Mueller et al. 2025) for faithfulness, CPR and CMD"
 
@@ -191,18 +191,18 @@ class InductionCircuit(Induction):
         per layer-0 head, the share of the gap its paths into later heads' keys carry (path patching, summed over
         those heads): which heads the induction heads' keys read, and how that changes as the circuit forms."""
         clean, corrupted, metric = self.prompts_and_metric(cfg)
-        min_gap = MIN_GAP_SHARE * CircuitRun.prepare(model, clean, corrupted, metric).gap
+        min_gap = MIN_GAP_SHARE * abs(CircuitRun.prepare(model, clean, corrupted, metric).gap)
+        senders = [f"L0H{h}" for h in range(cfg.model.n_heads)]
+        keys = [f"L{layer}H{h}.k" for layer in range(1, cfg.model.n_layers) for h in range(cfg.model.n_heads)]
 
         def measure(snapshot) -> dict[str, float]:
-            run = CircuitRun.prepare(snapshot, clean, corrupted, metric)
-            if run.gap < min_gap:
-                return {"gap": run.gap}
-            graphs, curves = self.graphs_and_curves(snapshot, cfg, clean, corrupted, metric, run)
-            senders = [w for w in run.ports.writers if w.startswith("L0H")]
-            keys = [r for r in run.ports.readers if r.endswith(".k") and not r.startswith("L0H")]
-            paths = path_patching(snapshot, clean, corrupted, metric, senders, keys).sum(axis=1)
-            return ({"gap": run.gap, "n_edges": graphs["EAP"].n_edges} | self.method_scores(run, graphs, curves, cfg)
-                    | {f"{sender}.key_paths": float(share) for sender, share in paths.items()})
+            row = discovery_scores(snapshot, clean, corrupted, metric, METHODS, cfg.ig_steps, cfg.threshold,
+                                   cfg.max_fraction, min_gap)
+            if "n_edges" in row:  # discovery ran: which layer-0 heads the keys read
+                paths = path_patching(snapshot, clean, corrupted, metric, senders, keys).sum(axis=1)
+                row |= {f"{sender}.key_paths": float(share) for sender, share in paths.items()}
+            return row
+
         from workbench.experiments.runner import kept_snapshots  # the runner imports the catalog
 
         steps = kept_snapshots(source, Induction.shipped_snapshots)  # data/induction's, or those it would ship
@@ -255,21 +255,7 @@ class InductionCircuit(Induction):
             "path_patching_pair": float(paths[sender]),
             "path_patching_pair_is_top": float(paths[sender] >= paths.drop(sender).max()),
         }
-        return metrics | self.method_scores(run, graphs, curves, cfg)
-
-    @staticmethod
-    def method_scores(run: CircuitRun, graphs: dict, curves: dict, cfg: InductionCircuitConfig) -> dict[str, float]:
-        """Each method's CPR, CMD, faithfulness within `max_fraction` of the edges and edges needed for 0.8; and
-        the best method's faithfulness within `max_fraction` (what the criterion reads)."""
-        scores = {}
-        for method, curve in curves.items():
-            area = area_scores(curve)
-            needed = smallest_circuit(run, graphs[method], 0.8)
-            scores |= {f"{method}.cpr": area["cpr"], f"{method}.cmd": area["cmd"],
-                       f"{method}.faithfulness_at_max_fraction": faithfulness_at(curve, cfg.max_fraction),
-                       f"{method}.edges_for_0.8": float("nan") if needed is None else needed}
-        scores["faithfulness_at_max_fraction"] = max(scores[f"{m}.faithfulness_at_max_fraction"] for m in curves)
-        return scores
+        return metrics | method_scores(run, graphs, curves, cfg.max_fraction)
 
     @torch.no_grad()
     def figures(self, model, cfg: InductionCircuitConfig, run: Run | None = None) -> dict[str, go.Figure]:

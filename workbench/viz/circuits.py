@@ -178,15 +178,16 @@ def faithfulness_figure(curves: dict[str, pd.DataFrame], scores: dict[str, dict]
 
 
 def circuit_over_training_figure(table: pd.DataFrame, max_fraction: float, target: float = 0.8) -> go.Figure:
-    """Discovery at each snapshot of training (`InductionCircuit.circuit_over_training`): each method's
-    faithfulness within `max_fraction` of the edges, the edges it needs for `target`, and the share of the gap
-    each layer-0 head's paths into later heads' keys carry."""
+    """Discovery at each snapshot of training (rows of `discovery_scores` with a `step`): each method's
+    faithfulness within `max_fraction` of the edges and the edges it needs for `target`; and, where the table has
+    them (`InductionCircuit.circuit_over_training`), the share of the gap each layer-0 head's key paths carry."""
     found = table[table["step"] > 0].dropna(subset=["faithfulness_at_max_fraction"])  # step 0: no log position
     methods = [c.removesuffix(".faithfulness_at_max_fraction") for c in table.columns
                if c.endswith(".faithfulness_at_max_fraction")]
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, subplot_titles=[
+    keys = [c for c in table.columns if c.endswith(".key_paths")]  # InductionCircuit's: which heads the keys read
+    fig = make_subplots(rows=3 if keys else 2, cols=1, shared_xaxes=True, vertical_spacing=0.07, subplot_titles=[
         f"faithfulness of the top {max_fraction:.0%} of edges", f"edges needed for faithfulness {target}",
-        "gap share through later heads' keys (path patching)"])
+        *(["gap share through later heads' keys (path patching)"] if keys else [])])
     for i, method in enumerate(methods):
         color = {"color": qualitative.Plotly[i % len(qualitative.Plotly)]}
         fig.add_trace(go.Scatter(x=found["step"], y=found[f"{method}.faithfulness_at_max_fraction"], name=method,
@@ -197,12 +198,12 @@ def circuit_over_training_figure(table: pd.DataFrame, max_fraction: float, targe
     if len(found):
         fig.add_hline(y=max_fraction * found["n_edges"].max(), line_dash="dot", line_color="#999", row=2, col=1,
                       annotation_text=f"{max_fraction:.0%} of edges", annotation_position="bottom right")
-    for i, column in enumerate(c for c in table.columns if c.endswith(".key_paths")):
+    for i, column in enumerate(keys):
         fig.add_trace(go.Scatter(x=found["step"], y=found[column], name=column.split(".")[0], mode="lines+markers",
                                  line={"dash": "dash", "color": qualitative.Dark2[i % len(qualitative.Dark2)]}),
                       row=3, col=1)
     fig.update_xaxes(type="log")
-    fig.update_xaxes(title_text="training step (log scale)", row=3, col=1)
+    fig.update_xaxes(title_text="training step (log scale)", row=3 if keys else 2, col=1)
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=1)
-    fig.update_layout(title="discovery at each snapshot of training", height=760, **LAYOUT)
+    fig.update_layout(title="discovery at each snapshot of training", height=760 if keys else 540, **LAYOUT)
     return fig

@@ -10,21 +10,25 @@ from workbench import experiments
 from workbench.compile.programs import program_source
 from workbench.config import ConfigError
 from workbench.dashboard.common import cached_load, load_or_stop, snapshot_picker, typed_prompt
-from workbench.experiments.runner import saved_models
+from workbench.experiments.runner import saved_models, snapshots
+from workbench.hooks import over_training
 from workbench.hooks.circuits import (
     METHODS,
+    MIN_GAP_SHARE,
     PROMPT_METRICS,
     CircuitRun,
     activation_patching,
     area_scores,
     direct_logit_attribution,
     discover,
+    discovery_scores,
     faithfulness_curve,
 )
 from workbench.hooks.circuits.grading import found_edges, grade
 from workbench.viz.circuits import (
     circuit_comparison_figure,
     circuit_graph_figure,
+    circuit_over_training_figure,
     faithfulness_figure,
     logit_attribution_bars,
     patching_heatmap,
@@ -61,6 +65,17 @@ def cached_discovery(path: str, variant: str | None, step: int | None, pairs: in
     metric = PROMPT_METRICS[metric_name](clean, positions)
     graph = discover(model, clean, corrupted, metric, method, steps, threshold)
     return graph, faithfulness_curve(model, clean, corrupted, metric, graph)
+
+
+@st.cache_data(show_spinner="discovering at every snapshot (a minute or two)…")
+def cached_over_training(path: str, variant: str | None, pairs: int, metric_name: str, method: str, steps: int,
+                         threshold: float):
+    _, _, final = cached_load(path, variant)  # its gap sets the bar a snapshot's behaviour must reach
+    clean, corrupted, positions = prompts(path, variant, pairs)
+    metric = PROMPT_METRICS[metric_name](clean, positions)
+    min_gap = MIN_GAP_SHARE * abs(CircuitRun.prepare(final, clean, corrupted, metric).gap)
+    return over_training(path, lambda model: discovery_scores(model, clean, corrupted, metric, (method,), steps,
+                                                              threshold, min_gap=min_gap), variant=variant)
 
 
 def compiled_ground_truth() -> None:
@@ -170,6 +185,19 @@ left.plotly_chart(circuit_graph_figure(graph, shown), key="circuit_graph")
 right.plotly_chart(faithfulness_figure({method: curve}, {method: scores}, 0.1), key="faithfulness")
 with st.expander("edge scores"):
     st.dataframe(graph.edges(), hide_index=True)
+if snapshots(ref.path, ref.variant):
+    st.subheader("Over training")
+    asked = (*key[:2], pairs, metric_name, method, int(steps), float(threshold))
+    if st.button(f"Run {method} at every snapshot"):
+        st.session_state["over_training"] = asked
+    if st.session_state.get("over_training") == asked:
+        table = cached_over_training(*asked)
+        if "faithfulness_at_max_fraction" not in table:
+            st.info(f"No snapshot's gap reaches {MIN_GAP_SHARE:.0%} of the final model's: nothing to discover yet.")
+        else:
+            st.plotly_chart(circuit_over_training_figure(table, 0.1), key="over_training")
+            st.caption(f"Snapshots whose clean − corrupted gap is under {MIN_GAP_SHARE:.0%} of the final model's "
+                       "are skipped: the behaviour has not formed there.")
 
 st.header("Direct logit attribution")
 example = " ".join(map(str, clean[0, : int(positions[-1]) + 1].tolist()))  # ends where the metric reads

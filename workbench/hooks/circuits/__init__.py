@@ -1,13 +1,17 @@
 """Circuits: metrics, activation and path patching, ablations, direct logit attribution and the logit lens
 (`patching`); the circuit graph, running circuits and faithfulness (`graph`); and discovery — EAP, EAP-IG,
-ACDC, composition scores (`discovery`). Everything works on our models and on TL bridges."""
+ACDC, composition scores, each method's scores on a model or a snapshot (`discovery`). Everything works on our
+models and on TL bridges."""
 
 from workbench.hooks.circuits.discovery import (
     METHODS,
+    MIN_GAP_SHARE,
     acdc,
     composition_scores,
     discover,
+    discovery_scores,
     edge_attribution,
+    method_scores,
     path_patching,
 )
 from workbench.hooks.circuits.graph import (
@@ -40,10 +44,10 @@ from workbench.hooks.circuits.patching import (
 )
 
 __all__ = [
-    "FRACTIONS", "METHODS", "PROMPT_METRICS", "SWEEPS", "CircuitGraph", "CircuitRun", "Metric", "ablated", "acdc",
-    "activation_patching",
-    "area_scores", "check_metric", "check_pair", "composition_scores", "direct_logit_attribution", "discover",
-    "edge_attribution", "faithfulness_at", "faithfulness_curve", "kl_to", "logit_diff", "logit_lens",
-    "next_token_loss", "next_token_margin", "normalised", "path_patching", "ports", "reference_activations",
-    "smallest_circuit", "target_probability",
+    "FRACTIONS", "METHODS", "MIN_GAP_SHARE", "PROMPT_METRICS", "SWEEPS", "CircuitGraph", "CircuitRun", "Metric",
+    "ablated", "acdc", "activation_patching", "area_scores", "check_metric", "check_pair", "composition_scores",
+    "direct_logit_attribution", "discover", "discovery_scores", "edge_attribution", "faithfulness_at",
+    "faithfulness_curve", "kl_to", "logit_diff", "logit_lens", "method_scores", "next_token_loss",
+    "next_token_margin", "normalised", "path_patching", "ports", "reference_activations", "smallest_circuit",
+    "target_probability",
 ]

@@ -20,7 +20,17 @@ from tqdm.auto import tqdm
 from transformer_lens.utilities.matrix import composition_scores as tl_composition_scores
 
 from workbench.config import ConfigError
-from workbench.hooks.circuits.graph import CircuitGraph, CircuitRun, _prepared, _switches, node_of
+from workbench.hooks.circuits.graph import (
+    CircuitGraph,
+    CircuitRun,
+    _prepared,
+    _switches,
+    area_scores,
+    faithfulness_at,
+    faithfulness_curve,
+    node_of,
+    smallest_circuit,
+)
 from workbench.hooks.circuits.patching import Metric, _folded
 
 
@@ -130,6 +140,7 @@ def acdc(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric, thr
 
 
 METHODS = ("EAP", "EAP-IG", "ACDC")
+MIN_GAP_SHARE = 0.1  # over training: below this share of the final model's gap, the behaviour has not formed yet
 
 
 def discover(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric, method: str = "EAP-IG",
@@ -140,6 +151,37 @@ def discover(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric,
     if method == "ACDC":
         return acdc(model, clean, corrupted, metric, threshold, progress=progress)
     return edge_attribution(model, clean, corrupted, metric, ig_steps=ig_steps if method == "EAP-IG" else 1)
+
+
+def method_scores(run: CircuitRun, graphs: dict[str, CircuitGraph], curves: dict[str, pd.DataFrame],
+                  max_fraction: float = 0.1, target: float = 0.8) -> dict[str, float]:
+    """Each method's CPR, CMD, faithfulness within `max_fraction` of the edges and the edges it needs for `target`
+    (NaN if even the full graph falls short), as `METHOD.name`; and `faithfulness_at_max_fraction`, the best
+    method's."""
+    scores = {}
+    for method, curve in curves.items():
+        area = area_scores(curve)
+        needed = smallest_circuit(run, graphs[method], target)
+        scores |= {f"{method}.cpr": area["cpr"], f"{method}.cmd": area["cmd"],
+                   f"{method}.faithfulness_at_max_fraction": faithfulness_at(curve, max_fraction),
+                   f"{method}.edges_for_{target}": math.nan if needed is None else needed}
+    scores["faithfulness_at_max_fraction"] = max(scores[f"{m}.faithfulness_at_max_fraction"] for m in curves)
+    return scores
+
+
+def discovery_scores(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric,
+                     methods: tuple[str, ...] = METHODS, ig_steps: int = 10, threshold: float = 0.01,
+                     max_fraction: float = 0.1, min_gap: float = 0.0) -> dict[str, float]:
+    """The clean − corrupted `gap` and, if its size is at least `min_gap`, each method's `method_scores` on `model`:
+    one row of a circuit's history when mapped over a run's snapshots (`hooks.over_training`). Below `min_gap`
+    the behaviour has not formed and faithfulness, a ratio over that gap, means little."""
+    run = CircuitRun.prepare(model, clean, corrupted, metric)
+    if abs(run.gap) < max(min_gap, 1e-9):
+        return {"gap": run.gap}
+    graphs = {m: discover(model, clean, corrupted, metric, m, ig_steps, threshold) for m in methods}
+    curves = {m: faithfulness_curve(model, clean, corrupted, metric, g, run=run) for m, g in graphs.items()}
+    n_edges = next(iter(graphs.values())).n_edges
+    return {"gap": run.gap, "n_edges": n_edges} | method_scores(run, graphs, curves, max_fraction)
 
 
 def _reader_columns(readers: list[str], name: str) -> list[int]:

@@ -61,9 +61,8 @@ from workbench.hooks.circuits import (
     area_scores,
     composition_scores,
     direct_logit_attribution,
-    discover,
+    discover_all,
     discovery_scores,
-    faithfulness_curve,
     method_scores,
     next_token_margin,
     path_patching,
@@ -170,18 +169,12 @@ class InductionCircuit(Induction):
         clean, corrupted, metric = self.prompts_and_metric(cfg)
         run = CircuitRun.prepare(model, clean, corrupted, metric)
         run.check_gap("induction-circuit")
-        return clean, corrupted, metric, run, *self.graphs_and_curves(model, cfg, clean, corrupted, metric, run)
+        graphs, curves = discover_all(model, clean, corrupted, metric, METHODS, cfg.ig_steps, cfg.threshold, run)
+        return clean, corrupted, metric, run, graphs, curves
 
     def prompts_and_metric(self, cfg: InductionCircuitConfig):
         clean, corrupted, positions = self.circuit_prompts(cfg, cfg.pairs)
         return clean, corrupted, next_token_margin(clean, positions)
-
-    @staticmethod
-    def graphs_and_curves(model, cfg: InductionCircuitConfig, clean, corrupted, metric, run: CircuitRun):
-        """Each method's scored graph and faithfulness curve."""
-        graphs = {m: discover(model, clean, corrupted, metric, m, cfg.ig_steps, cfg.threshold) for m in METHODS}
-        curves = {m: faithfulness_curve(model, clean, corrupted, metric, g, run=run) for m, g in graphs.items()}
-        return graphs, curves
 
     # --- discovery at every snapshot of the model's training (an artifact: it takes minutes) ---
     def circuit_over_training(self, model, cfg: InductionCircuitConfig, source: Path, progress: bool = True

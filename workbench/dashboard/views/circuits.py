@@ -20,9 +20,8 @@ from workbench.hooks.circuits import (
     activation_patching,
     area_scores,
     direct_logit_attribution,
-    discover,
+    discover_all,
     discovery_scores,
-    faithfulness_curve,
 )
 from workbench.hooks.circuits.grading import found_edges, grade
 from workbench.viz.circuits import (
@@ -63,8 +62,8 @@ def cached_discovery(path: str, variant: str | None, step: int | None, pairs: in
     _, _, model = cached_load(path, variant, step)
     clean, corrupted, positions = prompts(path, variant, pairs)
     metric = PROMPT_METRICS[metric_name](clean, positions)
-    graph = discover(model, clean, corrupted, metric, method, steps, threshold)
-    return graph, faithfulness_curve(model, clean, corrupted, metric, graph)
+    graphs, curves = discover_all(model, clean, corrupted, metric, (method,), steps, threshold)
+    return graphs[method], curves[method]
 
 
 @st.cache_data(show_spinner="discovering at every snapshot (a minute or two)…")

@@ -153,6 +153,16 @@ def discover(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric,
     return edge_attribution(model, clean, corrupted, metric, ig_steps=ig_steps if method == "EAP-IG" else 1)
 
 
+def discover_all(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric,
+                 methods: tuple[str, ...] = METHODS, ig_steps: int = 10, threshold: float = 0.01,
+                 run: CircuitRun | None = None) -> tuple[dict[str, CircuitGraph], dict[str, pd.DataFrame]]:
+    """Each of `methods`' scored graph and its faithfulness curve (on `run`, prepared once, if given)."""
+    run = run or _prepared(model, clean, corrupted, metric, "discover_all")
+    graphs = {m: discover(model, clean, corrupted, metric, m, ig_steps, threshold) for m in methods}
+    curves = {m: faithfulness_curve(model, clean, corrupted, metric, g, run=run) for m, g in graphs.items()}
+    return graphs, curves
+
+
 def method_scores(run: CircuitRun, graphs: dict[str, CircuitGraph], curves: dict[str, pd.DataFrame],
                   max_fraction: float = 0.1, target: float = 0.8) -> dict[str, float]:
     """Each method's CPR, CMD, faithfulness within `max_fraction` of the edges and the edges it needs for `target`
@@ -178,8 +188,7 @@ def discovery_scores(model: nn.Module, clean: Tensor, corrupted: Tensor, metric:
     run = CircuitRun.prepare(model, clean, corrupted, metric)
     if abs(run.gap) < max(min_gap, 1e-9):
         return {"gap": run.gap}
-    graphs = {m: discover(model, clean, corrupted, metric, m, ig_steps, threshold) for m in methods}
-    curves = {m: faithfulness_curve(model, clean, corrupted, metric, g, run=run) for m, g in graphs.items()}
+    graphs, curves = discover_all(model, clean, corrupted, metric, methods, ig_steps, threshold, run)
     n_edges = next(iter(graphs.values())).n_edges
     return {"gap": run.gap, "n_edges": n_edges} | method_scores(run, graphs, curves, max_fraction)
 

@@ -17,7 +17,7 @@ from workbench.models.io import load_weights
 from workbench.runs import Run, list_runs, read_metrics, step_files
 
 # Long enough to be killed twice; checkpoints often so kills land near (and sometimes inside) writes.
-ARGS = ["run", "induction", "--smoke", "--set", "train.steps=400", "--set", "train.checkpoint_every=20",
+ARGS = ["run", "induction", "--smoke", "--set", "train.steps=200", "--set", "train.checkpoint_every=10",
         "--set", "train.eval_every=50", "--set", "train.log_every=5", "--seed", "7"]
 
 
@@ -40,12 +40,12 @@ def wait_for_checkpoint(root, at_least, proc, timeout=120):
 def test_sigkill_twice_then_resume_gives_bit_identical_weights(tmp_path):
     full = start(*ARGS, "--out", str(tmp_path / "full"))
     cut = start(*ARGS, "--out", str(tmp_path / "cut"))
-    run_dir = wait_for_checkpoint(tmp_path / "cut", 60, cut)
+    run_dir = wait_for_checkpoint(tmp_path / "cut", 30, cut)
     cut.send_signal(signal.SIGKILL)
     cut.wait()
     assert Run(run_dir).status() == "interrupted"
     again = start("resume", str(run_dir))
-    wait_for_checkpoint(tmp_path / "cut", 200, again)
+    wait_for_checkpoint(tmp_path / "cut", 100, again)
     again.send_signal(signal.SIGKILL)
     again.wait()
     for ckpt in Run(run_dir).checkpoints():  # every checkpoint left by the kills is whole

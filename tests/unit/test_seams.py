@@ -153,7 +153,7 @@ def test_set_reaches_into_a_variant_and_bad_variant_keys_name_themselves(tmp_pat
 
 
 def test_two_variant_run_resumes_after_sigkill_inside_the_second_variant(tmp_path):
-    args = ["run", "toy-variants", "--smoke", "--set", "train.steps=2000", "--set", "train.checkpoint_every=25",
+    args = ["run", "toy-variants", "--smoke", "--set", "train.steps=600", "--set", "train.checkpoint_every=25",
             "--set", "train.log_every=25", "--out", str(tmp_path / "cut")]
     proc = subprocess.Popen([sys.executable, "-m", "tests.toys", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -172,7 +172,7 @@ def test_two_variant_run_resumes_after_sigkill_inside_the_second_variant(tmp_pat
     assert (cut.path / "variants" / "narrow" / "model.safetensors").exists()
     narrow_before = (cut.path / "variants" / "narrow" / "model.safetensors").read_bytes()
     resumed = resume(cut.path, progress_bar=False)
-    full = run("toy-variants", "smoke", overrides={"train.steps": 2000, "train.checkpoint_every": 25,
+    full = run("toy-variants", "smoke", overrides={"train.steps": 600, "train.checkpoint_every": 25,
                                                     "train.log_every": 25}, out=tmp_path / "full", progress_bar=False)
     for name in ("narrow", "wide"):
         a = workbench.load_model(full["run_dir"], variant=name).state_dict()

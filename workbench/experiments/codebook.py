@@ -205,7 +205,7 @@ class Codebook(Experiment):
         sae_table = code_table(ids, labels, sae.latents + 1, cfg.task.states)
         sae_table = sae_table[(sae_table.code < sae.latents) & (sae_table.precision >= STATE_PRECISION)]
         sae_table = sae_table.sort_values("precision", ascending=False).drop_duplicates("label")
-        codes = self.state_codes(model, cfg, batch)[layer]
+        codes = self.eval_state_codes(model, cfg)[layer]
         losses = self.spliced_losses(model, batch, site, sae)
         span = losses["zero"] - losses["mlp output"]
         rows = [("codes", codes, losses["codes"]), ("SAE latents", sae_table, losses["SAE"]),
@@ -273,6 +273,10 @@ class Codebook(Experiment):
         last = batch.meta["digit"] == batch.meta["digit"].max()
         return torch.where(last, batch.meta["state"], -1)
 
+    def eval_state_codes(self, model, cfg: CodebookExperimentConfig) -> dict[int, pd.DataFrame]:
+        """`state_codes` on the held-out batch, computed once for the metrics and the SAE comparison."""
+        return self.memo("state codes", model, cfg, lambda: self.state_codes(model, cfg, self.eval_batch(cfg)))
+
     @torch.no_grad()
     def state_codes(self, model, cfg: CodebookExperimentConfig, batch, neurons: bool = True
                     ) -> dict[int, pd.DataFrame]:
@@ -307,22 +311,28 @@ class Codebook(Experiment):
         picks = torch.randperm(len(where), generator=g)[: cfg.swaps].tolist()
         states = sorted(coded)
         code_of = {layer: dict(zip(t.label, t.code, strict=True)) for layer, t in tables.items()}
-        before, after = [], []
+        rows, positions, targets = [], [], []
         for i in picks:
             b, p = where[i]
             source = int(labels[b, p])
-            target = states[(states.index(source) + 1 + int(torch.randint(len(states) - 1, (1,), generator=g)))
-                            % len(states)]
-            code = {layer: int(codes[target]) for layer, codes in code_of.items()}
-            inputs = batch.inputs[b : b + 1, : p + 1].to(device_of(model))
-            wanted = self.next_digit_law(task, target)
-            before.append(js_divergence(model(inputs)[0, -1].softmax(-1).cpu(), wanted))
-            mask = torch.zeros(1, p + 1, dtype=torch.bool)
-            mask[0, p] = True
-            forced = {f"blocks.{layer}.hook_mlp_out": (mask, torch.tensor(c)) for layer, c in code.items()}
-            with forced_codes(model, forced):
-                after.append(js_divergence(model(inputs)[0, -1].softmax(-1).cpu(), wanted))
-        return float(torch.stack(after).mean() / torch.stack(before).mean().clamp(min=1e-12))
+            targets.append(states[(states.index(source) + 1 + int(torch.randint(len(states) - 1, (1,), generator=g)))
+                                  % len(states)])
+            rows.append(b)
+            positions.append(p)
+        rows, positions = torch.tensor(rows), torch.tensor(positions)
+        wanted = torch.stack([self.next_digit_law(task, t) for t in targets])
+        # causal: position p reads the same whole row or its first p + 1 tokens, so the swaps run as one batch,
+        # each row forced at its own position only
+        inputs = batch.inputs[rows].to(device_of(model))
+        where_forced = torch.zeros(inputs.shape, dtype=torch.bool)
+        where_forced[torch.arange(len(rows)), positions] = True
+        forced = {f"blocks.{layer}.hook_mlp_out": (where_forced, torch.tensor([ids[t] for t in targets]).view(-1, 1, 1))
+                  for layer, ids in code_of.items()}  # one id per forced position: [n group=1 k=1]
+        at = (torch.arange(len(rows)), positions)
+        before = js_divergence(model(inputs).cpu()[at].softmax(-1), wanted)
+        with forced_codes(model, forced):
+            after = js_divergence(model(inputs).cpu()[at].softmax(-1), wanted)
+        return float(after.mean() / before.mean().clamp(min=1e-12))
 
     @staticmethod
     def next_digit_law(task: TokFSM, state: int) -> torch.Tensor:
@@ -346,7 +356,7 @@ class Codebook(Experiment):
         metrics = self.language_metrics(model, cfg, batch)
         if not cfg.codebooks:
             return metrics
-        tables = self.state_codes(model, cfg, batch)
+        tables = self.eval_state_codes(model, cfg)
         best = max(tables, key=lambda layer: len(tables[layer]))
         table = tables[best]
         metrics |= {f"state_codes_layer{layer}": float(len(t)) for layer, t in tables.items()}

@@ -90,18 +90,10 @@ def tree_distances(tokens: Int[Tensor, " pos"]) -> Int[Tensor, "pos pos"]:
             stack.append(i)
         else:
             parent[i] = stack.pop()  # a close bracket hangs under the bracket it closes
-    level = [0] * len(parent)
-    for i in range(1, len(parent)):
-        level[i] = level[parent[i]] + 1
     n = len(parent)
-    dist = torch.zeros(n, n, dtype=torch.long)
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b, d = i, j, 0
-            while a != b:  # climb from the deeper one
-                if level[a] >= level[b]:
-                    a, d = parent[a], d + 1
-                else:
-                    b, d = parent[b], d + 1
-            dist[i, j] = dist[j, i] = d
-    return dist
+    ancestors = torch.eye(n, dtype=torch.bool)  # [i, a]: a is i or one of its ancestors
+    for i in range(1, n):  # a parent always comes before its child
+        ancestors[i] |= ancestors[parent[i]]
+    level = ancestors.sum(1) - 1
+    shared = ancestors.long() @ ancestors.long().T  # common ancestors: the root down to the lowest one
+    return level[:, None] + level[None, :] - 2 * (shared - 1)

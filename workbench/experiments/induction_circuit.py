@@ -18,10 +18,14 @@ induction over two layer-0 heads feeding the keys of all four layer-1 heads, so 
 Faithfulness 0.8 takes 19 edges with EAP-IG (23%), 21 with ACDC and 50 with EAP; ACDC's own circuit (24 edges)
 has 0.98. All four layer-1 heads are induction heads (scores 0.96–0.98); patched alone into the corrupted
 run, each restores 17–38% of the gap, and corrupting either L0H2 or L0H0 alone leaves 38%. A model with a sparser
-mechanism would pass; this one is reported as it is. Retraining here (`--set source=train`) did not make one: with
-weight decay 0.1, ACDC's 8 edges reach 0.14; with 8 heads a layer (257 edges), its 25 edges (10%) reach 0.57 and
-0.8 takes 38 (15%); with d_model 128, 0.04 at 8 edges (and a weaker previous-token head, 0.68); with 12 heads a
-layer (d_head 16, 529 edges), 0.27 at 52 edges (10%) and 0.8 takes 121; seeds 1 and 2 of the shipped recipe, 0.05.
+mechanism would pass; this one is reported as it is. No 8-edge circuit we could find passes either: greedy edge
+selection with one-edge swaps stalls at 0.13, and the best circuit built from whole head paths (every choice of
+layer-1 heads and of zero to two key senders) is 0.36 at 8 edges (L1H2 reading L0H0 and L0H2), 0.64 at 12 (two
+heads), 0.75 at 17 (three), 0.93 at 22 (all four, each reading both senders). Retraining here (`--set source=train`)
+did not make a sparser model: with weight decay 0.1, ACDC's 8 edges reach 0.14; with 8 heads a layer (257 edges),
+its 25 edges (10%) reach 0.57 and 0.8 takes 38 (15%); with d_model 128, 0.04 at 8 edges (and a weaker previous-token
+head, 0.68); with 12 heads a layer (d_head 16, 529 edges), 0.27 at 52 edges (10%) and 0.8 takes 121; seeds 1 and 2
+of the shipped recipe, 0.05.
 
 Over training (`circuit_over_training`, saved with the run): the circuit is sparsest just after the phase change.
 At steps 290–330 one layer-0 head, L0H2, feeds the keys (its key paths carry ~0.53 of the gap, every other head's

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import torch
-from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks.copy import Copy, CopyConfig
@@ -40,7 +39,7 @@ def attention_pairs(n_ctx: int, windows: list[int]) -> int:
     return int(sum((q + 1).clamp(max=w if w else n_ctx).sum() for w in windows))
 
 
-class AttentionSpansConfig(ExperimentConfig):
+class AttentionSpansConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=4, d_model=64, n_heads=4, d_mlp=256, n_ctx=256, d_vocab=19)
     task: CopyConfig = CopyConfig(n_symbols=16, min_len=8, max_len=8, gap=230)
     # 1000 steps: over a 600-step schedule all-global stayed on its plateau (0.16) in one run of two
@@ -49,8 +48,6 @@ class AttentionSpansConfig(ExperimentConfig):
     variants: dict[str, dict] = {"all-local": {"model": {"window": WINDOW}},
                                  "one-global": {"model": {"window": [0, WINDOW, WINDOW, WINDOW]}},
                                  "all-global": {"model": {"window": 0}}}
-    eval_batch: int = Field(256, ge=1, description="held-out sequences")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
 
 class AttentionSpans(Experiment):

@@ -110,6 +110,14 @@ class ExperimentConfig(Config):
         return apply_overrides(base, flatten(self.variants[name]), label=f"variants.{name}:")
 
 
+class HeldOutConfig(ExperimentConfig):
+    """An experiment scored on held-out data it samples itself (`Experiment.eval_batch`): `eval_batch` items drawn
+    with `eval_seed`. A config may change the default size and say what an item is."""
+
+    eval_batch: int = Field(256, ge=1, description="held-out sequences the model is scored on")
+    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
+
+
 @dataclass(frozen=True)
 class Criterion:
     """A number the reproduction must reach, with the paper it comes from: `metric op threshold`, or, with
@@ -206,7 +214,7 @@ class Experiment:
         """One sequence `[1 pos]` from the experiment's task: what the dashboard shows by default."""
         return self.task(cfg).sample(1, torch.Generator().manual_seed(seed)).inputs
 
-    def eval_batch(self, cfg: ExperimentConfig, size: int | None = None):
+    def eval_batch(self, cfg: HeldOutConfig, size: int | None = None):
         """Held-out data: `size` (default `cfg.eval_batch`) sequences from the task, seeded by `cfg.eval_seed`
         so they differ from the training stream; at step None, i.e. past any curriculum."""
         return self.task(cfg).sample(size or cfg.eval_batch, torch.Generator().manual_seed(cfg.eval_seed))
@@ -243,7 +251,7 @@ class Experiment:
 
     def evaluate_during_training(self, model: nn.Module, cfg: ExperimentConfig) -> dict[str, float]:
         """`evaluate` on a held-out batch capped at 64 (a config's `eval_batch`), so periodic evaluation is cheap."""
-        if "eval_batch" in type(cfg).model_fields:
+        if isinstance(cfg, HeldOutConfig):
             cfg = cfg.model_copy(update={"eval_batch": min(64, cfg.eval_batch)})
         return self.evaluate(model, cfg)
 

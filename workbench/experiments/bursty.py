@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, first_step, variant_logs
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig, first_step, variant_logs
 from workbench.hooks.attention import attention_patterns
 from workbench.hooks.icl import query_accuracy
 from workbench.models import ModelConfig
@@ -30,7 +30,7 @@ PAPER = "Chan et al. 2022; Reddy 2024"
 TEST_SETS = {"ic": "IC: new classes", "ic2": "IC2: trained classes, swapped labels", "iw": "IW: query class absent"}
 
 
-class BurstyExperimentConfig(ExperimentConfig):
+class BurstyExperimentConfig(HeldOutConfig):
     # Reddy's network: inputs are the residual stream (no read-in), 2 attention-only layers with one head,
     # no LayerNorm, then a ReLU MLP classifier on the query token. init_std 0.1 ≈ 1/√d_model: at the default
     # 0.02 the QK product starts 25× smaller and seed 0 stayed on the IC ≈ 0.5 plateau for all 5000 steps.
@@ -43,7 +43,6 @@ class BurstyExperimentConfig(ExperimentConfig):
     variants: dict[str, dict] = {"ic": {"task": {"K": 1024, "eps": 0.75}},
                                  "iw": {"task": {"K": 32, "eps": 0.1}, "train": {"steps": 1000}}}
     eval_batch: int = Field(2048, ge=1, description="sequences per test set")
-    eval_seed: int = Field(12345, ge=0)
     early_step: int = Field(1000, ge=0, description="`ic_accuracy_early` is IC accuracy logged at this step")
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.codebook import (
     CodebookSpec,
     attach,
@@ -44,7 +44,7 @@ PAPER = "Tamkin et al. 2023, Codebook Features"
 STATE_PRECISION = 0.5  # a code is a state code when most of its firings are on that state's second digit
 
 
-class CodebookExperimentConfig(ExperimentConfig):
+class CodebookExperimentConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=4, d_model=128, n_heads=4, d_mlp=512, positional="rotary",
                                      d_vocab=11, n_ctx=128)
     task: TokFSMConfig = TokFSMConfig(seq_digits=63)
@@ -65,8 +65,6 @@ class CodebookExperimentConfig(ExperimentConfig):
     mse_weight: float = Field(1.0, ge=0, description="λ of the reconstruction term")
     # codebook first: the base model is its pretraining phase, taken from its phase-boundary snapshot
     variants: dict[str, dict] = {"codebook": {}, "base": {"codebooks": False}}
-    eval_batch: int = Field(256, ge=1)
-    eval_seed: int = Field(12345, ge=0)
     swaps: int = Field(500, ge=1, description="state transitions in the code-swap intervention")
     sae_steps: int = Field(2000, ge=1, description="TopK SAE training steps (same C and k, same activations)")
     sae_sequences: int = Field(512, ge=1, description="sequences whose activations the SAE is fitted to")

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.attention import attention_patterns
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -27,14 +27,13 @@ PAPER = "Feng et al. 2023, Towards Revealing the Mystery behind Chain of Thought
 COLOURS = {"direct": "#7f7f7f", "cot": "#1f77b4"}
 
 
-class CoTParityConfig(ExperimentConfig):
+class CoTParityConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_ctx=32, d_vocab=3)
     task: ParityConfig = ParityConfig()
     train: TrainConfig = TrainConfig(steps=1000, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=50,
                                      snapshots=8)
     variants: dict[str, dict] = {"direct": {}, "cot": {"task": {"cot": True}}}
     eval_batch: int = Field(2048, ge=1, description="held-out bit strings")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     @model_validator(mode="after")
     def _fits_model(self) -> CoTParityConfig:

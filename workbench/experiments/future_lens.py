@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.icl import activations, residual_hooks
 from workbench.hooks.probes import softmax_probe_accuracy
 from workbench.models import ModelConfig
@@ -29,7 +29,7 @@ PAPER = "Pal et al. 2023, Future Lens: Anticipating Subsequent Tokens from a Sin
 OFFSETS = (1, 2, 3)
 
 
-class FutureLensConfig(ExperimentConfig):
+class FutureLensConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=3, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=8)
     task: HiddenStatesConfig = HiddenStatesConfig()
     train: TrainConfig = TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=250)
@@ -37,7 +37,6 @@ class FutureLensConfig(ExperimentConfig):
     probe_sequences: int = Field(512, ge=8, description="sequences the probes are fit on")
     probe_iterations: int = Field(100, ge=1, description="L-BFGS iterations fitting each probe")
     eval_batch: int = Field(256, ge=8, description="held-out sequences the probes and the model are scored on")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     @model_validator(mode="after")
     def _fits_model(self) -> FutureLensConfig:

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.icl import regression_error_curves, regression_probes
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -26,7 +26,7 @@ PAPER = "Garg et al. 2022; Akyürek et al. 2023"
 BASELINES = ["ols", "knn", "averaging", "zero"]
 
 
-class LinearConfig(ExperimentConfig):
+class LinearConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=3, d_model=64, n_heads=4, d_mlp=256, d_input=6, d_output=1, n_ctx=22)
     # DESIGN §3's recipe (curriculum +1 dim / +2 points every 400 steps, 6000 steps) left seed 0 on the
     # zero-predictor plateau until step ~3500 (error/d 0.44 at k = 2d at the end); a curriculum half as fast,
@@ -36,7 +36,6 @@ class LinearConfig(ExperimentConfig):
     train: TrainConfig = TrainConfig(steps=8000, batch_size=128, lr=1e-3, warmup_steps=500, min_lr_ratio=0.1,
                                      eval_every=500)
     eval_batch: int = Field(1024, ge=8, description="prompts for error curves and probes (half fit, half score)")
-    eval_seed: int = Field(12345, ge=0)
 
     @model_validator(mode="after")
     def _fits_model(self) -> LinearConfig:

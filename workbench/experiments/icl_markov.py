@@ -14,7 +14,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.attention import attention_patterns, best_head, head_scores
 from workbench.hooks.icl import bigram_bayes, kl_divergence, unigram_counts
 from workbench.models import ModelConfig
@@ -27,14 +27,12 @@ from workbench.viz.icl import kl_by_position
 PAPER = "Edelman et al. 2024, The Evolution of Statistical Induction Heads"
 
 
-class MarkovExperimentConfig(ExperimentConfig):
+class MarkovExperimentConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=32, n_heads=1, d_mlp=0, norm="none", n_ctx=100, d_vocab=3,
                                      positional="relative-bias")
     task: MarkovConfig = MarkovConfig()
     train: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=3e-3, warmup_steps=50, min_lr_ratio=1.0,
                                      eval_every=100)
-    eval_batch: int = Field(256, ge=1)
-    eval_seed: int = Field(12345, ge=0)
     score_from: int = Field(50, ge=0, description="KL is averaged over predictions at positions ≥ this")
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.icl import baseline_predictions, model_predictions, squared_error_curve
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -47,7 +47,7 @@ PAPER = "Yadlowsky et al. 2023; Panwar et al. 2024"
 OPTIMUM = {"dense": "ridge", "sparse": "sparse-bayes", "sign": "sign-bayes"}  # each class's Bayes predictor
 
 
-class MixtureConfig(ExperimentConfig):
+class MixtureConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=3, d_model=64, n_heads=4, d_mlp=256, d_input=4, d_output=1, n_ctx=20)
     # d 5 without a curriculum, 5000 steps: stuck near a weak averaging learner (3.5–15× each optimum)
     task: RegressionConfig = RegressionConfig(d=3, n_points=10, noise=0.1, sparsity=1,
@@ -57,7 +57,6 @@ class MixtureConfig(ExperimentConfig):
                                      eval_every=500)
     ood_sparsity: int = Field(2, ge=1, description="the class outside the mixture: w with this many non-zeros")
     eval_batch: int = Field(1024, ge=1, description="held-out prompts per class")
-    eval_seed: int = Field(12345, ge=0)
 
     @model_validator(mode="after")
     def _fits_model(self) -> MixtureConfig:

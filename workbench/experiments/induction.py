@@ -12,7 +12,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.attention import attention_patterns, best_head, head_scores
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -23,7 +23,7 @@ from workbench.viz import attention_heatmap, head_score_grid, loss_by_position, 
 PAPER = "Olsson et al. 2022, In-context Learning and Induction Heads"
 
 
-class InductionConfig(ExperimentConfig):
+class InductionConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=0, n_ctx=64, d_vocab=64,
                                      positional="rotary")
     task: RepeatedTokensConfig = RepeatedTokensConfig()
@@ -32,7 +32,6 @@ class InductionConfig(ExperimentConfig):
     train: TrainConfig = TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=100,
                                      dense_windows=2)
     eval_batch: int = Field(256, ge=1, description="sequences used to score heads and losses")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     @model_validator(mode="after")
     def _fits_model(self) -> InductionConfig:

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, first_step, variant_logs
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig, first_step, variant_logs
 from workbench.hooks.expressivity import accuracy_by_source
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -26,7 +26,7 @@ from workbench.viz import LAYOUT, compare_curves
 PAPER = "On the Impossibility of Inverse Permutation Learning in Transformer Models (2025)"
 
 
-class InversePermutationExperimentConfig(ExperimentConfig):
+class InversePermutationExperimentConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_ctx=16, d_vocab=129)
     task: InversePermutationConfig = InversePermutationConfig()
     train: TrainConfig = TrainConfig(steps=1000, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=50,
@@ -35,7 +35,6 @@ class InversePermutationExperimentConfig(ExperimentConfig):
                                  "scratch": {"task": {"scratch": True}}}
     within_steps: int = Field(600, ge=1, description="the unmasked and scratch models must reach 0.95 by this step")
     eval_batch: int = Field(2048, ge=1, description="held-out permutations")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     def task_to_fit(self) -> InversePermutationConfig:
         return self.task.model_copy(update={"scratch": True})  # the scratch variant's sequences are longer

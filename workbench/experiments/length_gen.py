@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks.copy import Copy, CopyConfig
@@ -29,7 +29,7 @@ ENCODINGS = ("learned", "rotary", "alibi", "relative-bias", "none")
 COLOURS = ("#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")  # one per encoding, learned grey
 
 
-class LengthGenConfig(ExperimentConfig):
+class LengthGenConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=4, d_model=64, n_heads=4, d_mlp=256, n_ctx=96, d_vocab=35)
     task: CopyConfig = CopyConfig()
     train: TrainConfig = TrainConfig(steps=4000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=500,
@@ -37,7 +37,6 @@ class LengthGenConfig(ExperimentConfig):
     variants: dict[str, dict] = {name: {"model": {"positional": name}} for name in ENCODINGS}
     test_lengths: list[int] = Field([16, 24, 32, 40], min_length=1, description="copy lengths tested")
     eval_batch: int = Field(256, ge=1, description="sequences per test length")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     @model_validator(mode="after")
     def _fits_model(self) -> LengthGenConfig:

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.icl import baseline_predictions, iteration_outputs, squared_error_curve
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -33,7 +33,7 @@ PAPER = "Yang et al. 2024, Looped Transformers are Better at Learning Learning A
 BASELINES = ["knn", "averaging"]  # OLS is exact (0) at k = 2d without noise: no line on a log scale
 
 
-class LoopedConfig(ExperimentConfig):
+class LoopedConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=1, d_model=64, n_heads=4, d_mlp=256, d_input=4, d_output=1, n_ctx=20,
                                      loops=12, loop_input_injection=True)
     # Without the curriculum, seeds sat on the zero-predictor plateau for 1500 to > 2750 steps; with it the model
@@ -45,7 +45,6 @@ class LoopedConfig(ExperimentConfig):
     window: int = Field(6, ge=1, description="T: the loss averages the read-outs of the last T iterations")
     test_loops: int = Field(24, ge=1, description="iterations at test time (2b: does the model extrapolate?)")
     eval_batch: int = Field(1024, ge=1)
-    eval_seed: int = Field(12345, ge=0)
 
     @model_validator(mode="after")
     def _fits_model(self) -> LoopedConfig:

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks.selective_copy import SelectiveCopy, SelectiveCopyConfig
@@ -30,7 +30,7 @@ PAPER = "Gu & Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective Stat
 COLOURS = {"selective": "#1f77b4", "lti": "#7f7f7f"}
 
 
-class MambaConfig(ExperimentConfig):
+class MambaConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=32, block="mamba", mamba_d_state=8, positional="none",
                                      n_ctx=68, d_vocab=10)
     task: SelectiveCopyConfig = SelectiveCopyConfig()
@@ -38,7 +38,6 @@ class MambaConfig(ExperimentConfig):
                                      snapshots=8)
     variants: dict[str, dict] = {"selective": {}, "lti": {"model": {"mamba_selective": False}}}
     eval_batch: int = Field(512, ge=1, description="held-out sequences")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
 
 class Mamba(Experiment):

@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.outliers import activation_outliers, dimension_maxima, sink_attention, w8a8_loss
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -51,7 +51,7 @@ def seeded_variants(seeds: tuple[int, ...] = (0, 1)) -> dict[str, dict]:
             for kind, attention in KINDS.items() for seed in seeds}
 
 
-class NoOpHeadsConfig(ExperimentConfig):
+class NoOpHeadsConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=4, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=256)
     task: SegmentedLanguageConfig = SegmentedLanguageConfig()
     # A language-model recipe (β₂ 0.95, cosine to 0). With β₂ 0.999 and a floor of 0.1·lr, the residual grows
@@ -60,7 +60,6 @@ class NoOpHeadsConfig(ExperimentConfig):
                                      betas=(0.9, 0.95), eval_every=500, snapshots=8)
     variants: dict[str, dict] = Field(default_factory=seeded_variants)
     eval_batch: int = Field(64, ge=1, description="held-out sequences for the outlier and quantisation metrics")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
 
 def _mean_over_seeds(metrics: dict[str, float], variants: list[str], key: str) -> dict[str, float]:

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig, prefixed
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig, prefixed
 from workbench.hooks.scaling import PowerLaw, fit_power_law
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -51,7 +51,7 @@ def sweep_variants(steps: int, data_steps: tuple[int, ...] = (), sizes=SIZES) ->
     return variants
 
 
-class ScalingConfig(ExperimentConfig):
+class ScalingConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=16, d_mlp=128, tied_embeddings=True,
                                      n_ctx=SEQ_LEN, d_vocab=32)
     task: Order2LanguageConfig = Order2LanguageConfig(seq_len=SEQ_LEN)
@@ -62,7 +62,6 @@ class ScalingConfig(ExperimentConfig):
     # smaller ones longest: R² 0.988, L∞ +0.041 over the floor; the 0.5M and 1M data points never left it.
     variants: dict[str, dict] = sweep_variants(7812, (976, 1953, 3906))
     eval_batch: int = Field(2048, ge=1, description="held-out sequences, the same for every size")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     @model_validator(mode="after")
     def _fits_model(self) -> ScalingConfig:

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.attention import attention_patterns, pattern_name
 from workbench.hooks.ssmax import max_weight_table
 from workbench.models import ModelConfig
@@ -37,7 +37,7 @@ PAPER_TABLE = {"softmax": (0.943, 0.600, 0.129, 0.015), "ssmax": (0.940, 0.995, 
 TABLE_N = (10, 100, 1000, 10000)
 
 
-class SSMaxConfig(ExperimentConfig):
+class SSMaxConfig(HeldOutConfig):
     # ALiBi: with rotary positions neither normaliser learns retrieval (0.25–0.42 over 6 recipes).
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=0, n_ctx=144, d_vocab=83,
                                      positional="alibi")
@@ -51,7 +51,6 @@ class SSMaxConfig(ExperimentConfig):
     test_factors: list[int] = Field([1, 2, 4, 8], min_length=1,
                                     description="test at these multiples of task.max_pairs (pairs per sequence)")
     eval_batch: int = Field(512, ge=1, description="sequences per test length")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     @model_validator(mode="after")
     def _fits_model(self) -> SSMaxConfig:

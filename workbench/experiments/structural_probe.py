@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.icl import activations, residual_hooks
 from workbench.hooks.probes import (
     distance_spearman,
@@ -35,7 +35,7 @@ from workbench.viz import LAYOUT, training_curves
 PAPER = "Hewitt & Manning 2019, A Structural Probe for Finding Syntax in Word Representations"
 
 
-class StructuralProbeConfig(ExperimentConfig):
+class StructuralProbeConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=49, d_vocab=5)
     task: DyckConfig = DyckConfig()
     train: TrainConfig = TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=250)
@@ -43,7 +43,6 @@ class StructuralProbeConfig(ExperimentConfig):
     eval_batch: int = Field(128, ge=4, description="held-out strings the probes are scored on")
     rank: int = Field(64, ge=1, description="the distance probe's rank")
     probe_steps: int = Field(300, ge=1, description="Adam steps fitting the distance probe")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
 
 class StructuralProbe(Experiment):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.super_weight import Weight, find_super_weights, plant_super_weight, super_activation
 from workbench.models import ModelConfig
 from workbench.runs import Run, data_root
@@ -31,7 +31,7 @@ PAPER = "Yu et al. 2024, The Super Weight in Large Language Models"
 SUPER = 10.0  # a weight whose removal multiplies the loss by this much is a super weight
 
 
-class SuperWeightConfig(ExperimentConfig):
+class SuperWeightConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=4, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=256)
     task: SegmentedLanguageConfig = SegmentedLanguageConfig()
     train: TrainConfig = TrainConfig(steps=2000, batch_size=16, lr=1e-2, warmup_steps=200, min_lr_ratio=0.0,
@@ -42,7 +42,6 @@ class SuperWeightConfig(ExperimentConfig):
     scan_shipped: list[str] = Field(["no-op-heads/vanilla-s0", "future-lens", "structural-probe", "induction"],
                                     description="shipped token LMs to search too: data/<name>[/<variant>]")
     eval_batch: int = Field(32, ge=1, description="held-out sequences the loss is measured on")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
 
 def lm_loss(batch):

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import torch
 from pydantic import Field
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.icl import baseline_predictions, model_predictions
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -29,7 +29,7 @@ from workbench.viz.icl import task_diversity_transition
 PAPER = "Raventós et al. 2023, Pretraining task diversity and the emergence of non-Bayesian ICL"
 
 
-class DiversityConfig(ExperimentConfig):
+class DiversityConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, d_input=5, d_output=1, n_ctx=16)
     task: RegressionConfig = RegressionConfig(d=4, n_points=8, noise=math.sqrt(0.125), M=16, dims_start=1,
                                               dims_every=300)
@@ -37,7 +37,6 @@ class DiversityConfig(ExperimentConfig):
                                      eval_every=1000)
     variants: dict[str, dict] = {"M4": {"task": {"M": 4}}, "M16": {"task": {"M": 16}}, "Minf": {"task": {"M": None}}}
     eval_batch: int = Field(2048, ge=1)
-    eval_seed: int = Field(12345, ge=0)
 
 
 class TaskDiversity(Experiment):

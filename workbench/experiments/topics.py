@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.expressivity import block_ratio, token_ov
 from workbench.models import ModelConfig
 from workbench.runs import Run
@@ -29,14 +29,13 @@ from workbench.viz import LAYOUT, training_curves
 PAPER = "Li et al. 2023, How Do Transformers Learn Topic Structure: Towards a Mechanistic Understanding"
 
 
-class TopicsExperimentConfig(ExperimentConfig):
+class TopicsExperimentConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=1, d_model=64, n_heads=1, n_ctx=32, d_vocab=101, positional="none",
                                      attention="uniform", mask="bidirectional", norm="none")
     task: TopicsConfig = TopicsConfig()
     train: TrainConfig = TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=100,
                                      snapshots=8)
     eval_batch: int = Field(1024, ge=1, description="held-out documents")
-    eval_seed: int = Field(12345, ge=0, description="held-out data: differs from the training stream")
 
     @model_validator(mode="after")
     def _fits_model(self) -> TopicsExperimentConfig:

@@ -24,7 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 from pydantic import Field, model_validator
 
-from workbench.experiments.base import Criterion, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
 from workbench.hooks.halting import forward_with_ponder, iterations_used
 from workbench.hooks.probes import spearman
 from workbench.models import ModelConfig
@@ -36,7 +36,7 @@ from workbench.viz import LAYOUT, training_curves
 PAPER = "Dehghani et al. 2019, Universal Transformers (ACT: Graves 2016)"
 
 
-class UniversalConfig(ExperimentConfig):
+class UniversalConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=1, d_model=64, n_heads=4, d_mlp=256, n_ctx=10, d_vocab=76)
     # A hop curriculum (1 → 4 over 1200 steps) with Graves's halting init (σ(1): two iterations) collapsed to one
     # iteration on multi-hop prompts (Spearman −0.71): ACT has no gradient for computing longer, and the ponder
@@ -53,7 +53,6 @@ class UniversalConfig(ExperimentConfig):
     step_supervision: float = Field(0.0, ge=0, description="weight of an auxiliary loss asking iteration t's "
                                     "read-out for the t-hop answer (one hop an iteration; not the paper's recipe)")
     eval_batch: int = Field(512, ge=1, description="held-out prompts per hop count")
-    eval_seed: int = Field(12345, ge=0)
 
     @model_validator(mode="after")
     def _fits_model(self) -> UniversalConfig:

@@ -276,3 +276,10 @@ def test_dynamics_says_which_snapshot_is_corrupt_instead_of_a_stack_trace(runs_r
     at.select_slider[0].set_value(250).run()
     assert not at.exception
     assert any("Cannot load this model" in e.value for e in at.error)
+
+
+def test_home_criteria_tables_show_their_text_as_written(runs_root):
+    """st.table reads cells as Markdown: a strict bound ("> 0.2") must not become a quote, so the text is escaped."""
+    tables = [t.value for t in page("home").table]
+    needs = {v for t in tables if "needs" in t.columns for v in t["needs"]}
+    assert r"\> 0\.2" in needs and not any(v.startswith(">") for v in needs)

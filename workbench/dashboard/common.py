@@ -2,6 +2,7 @@
 on one page is warm on the others) that turns a load failure into one readable error on the page, cached figures
 of a saved run (also at a snapshot), and a typed token-id prompt."""
 
+import re
 from collections.abc import Callable
 
 import pandas as pd
@@ -16,6 +17,18 @@ from workbench.hooks import over_training
 from workbench.hooks.attention import head_scores
 from workbench.runs import Run
 from workbench.tasks import parse_token_ids
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
+
+
+def plain_table(frame: pd.DataFrame) -> None:
+    """`st.table` with its text shown as written: it reads every cell as Markdown, so a criterion's "> 0.2"
+    would become a quote and a metric's underscores could turn into emphasis."""
+    def escape(value):
+        return _MARKDOWN.sub(r"\\\1", value) if isinstance(value, str) else value
+    frame = frame.map(escape)
+    frame.index, frame.columns = frame.index.map(escape), frame.columns.map(escape)
+    st.table(frame)
 
 
 def family(experiment: str | None) -> str:

@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
-from workbench.dashboard.common import cached_figures
+from workbench.dashboard.common import cached_figures, plain_table
 from workbench.experiments.runner import catalog, run_label
 from workbench.runs import data_root, list_runs, runs_root
 
@@ -21,7 +21,7 @@ for row in catalog():
                      query_params={"experiment": row["experiment"]})
         st.caption(row["paper"])
         st.write(row["claim"])
-        st.table(pd.DataFrame(row["criteria"]).set_index("criterion"))
+        plain_table(pd.DataFrame(row["criteria"]).set_index("criterion"))
         # Drawn from the shipped models on request (seconds): comparisons across variants, then each variant's.
         if row["shipped"] in ("pass", "FAIL") and st.toggle("figures", key=f"figures-{row['experiment']}"):
             shown = list(cached_figures(str(data_root() / row["experiment"])).items())

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.bench import load_history
+from workbench.dashboard.common import plain_table
 from workbench.runs import data_root
 from workbench.viz import bench as figures
 
@@ -25,7 +26,7 @@ st.markdown(f"**{latest['file']}** · {latest['timestamp']}{' · quick' if lates
             f"{m['torch_version']} · {m['threads']} threads on {m['cpu_count']} CPUs · {m['platform']}")
 
 st.header("Targets")
-st.table(pd.DataFrame(latest["targets"])[["name", "value", "op", "threshold", "passed"]].set_index("name"))
+plain_table(pd.DataFrame(latest["targets"])[["name", "value", "op", "threshold", "passed"]].set_index("name"))
 
 st.header("Training step")
 st.plotly_chart(figures.train_ratios(latest), key="ratios")
@@ -39,7 +40,7 @@ if "seconds" in latest.get("eap_acdc", {}):
     st.header("Circuit discovery")
     st.caption(f"{e['config']}, {e['batch']} clean/corrupted pairs × {e['seq']} tokens, {e['edges']} edges; "
                f"ACDC kept {e['acdc_edges_kept']} at threshold {e['acdc_threshold']}")
-    st.table(pd.DataFrame({name: {"median s": s["median"], "min s": s["min"], "max s": s["max"]}
+    plain_table(pd.DataFrame({name: {"median s": s["median"], "min s": s["min"], "max s": s["max"]}
                            for name, s in e["seconds"].items()}).T)
 
 if "rows" in latest.get("mamba_scan", {}):

@@ -201,8 +201,8 @@ def tree_figure(tokens: torch.Tensor, true: torch.Tensor, predicted: torch.Tenso
                              text=[NAMES[t] for t in tokens.tolist()], textfont={"size": 13}, showlegend=False,
                              hoverinfo="skip"))
     agree = len(true_edges & found) / max(1, len(true_edges))
-    fig.update_layout(title=f"one string's tree: true (above) and the layer-{layer} probe's minimum spanning tree "
-                      f"(below)<br><sup>dotted: not in the true tree; {agree:.0%} of the true edges recovered</sup>",
+    fig.update_layout(title=f"one string's tree: true (above), layer-{layer} probe's (below)<br><sup>the probe's: "
+                      f"spanning tree of its distances, solid where true · {agree:.0%} of true edges found</sup>",
                       height=420, xaxis={"visible": False},
                       yaxis={"visible": False}, legend={"orientation": "h", "y": -0.05}, **LAYOUT)
     return fig

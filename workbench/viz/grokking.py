@@ -55,9 +55,8 @@ def neuron_clusters(fractions: Tensor, min_fraction: float = 0.0) -> go.Figure:
     best, key = fractions.max(-1)
     table = pd.DataFrame({"neuron": range(len(key)), "key": key.tolist(), "fraction": best.tolist()})
     counts = table[table["fraction"] > min_fraction]["key"].value_counts().sort_index()
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4],
-                        subplot_titles=["variance explained by each neuron's key frequency",
-                                        f"neurons per key frequency (explained > {min_fraction:g})"])
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.16,
+                        subplot_titles=["neurons at their key k", "neurons per key k"])
     fig.add_trace(go.Scatter(x=table["key"], y=table["fraction"], mode="markers", marker={"size": 6, "opacity": 0.6},
                              text=[f"neuron {n}" for n in table["neuron"]], showlegend=False,
                              hovertemplate="%{text}<br>frequency %{x}<br>explained %{y:.2f}<extra></extra>"),
@@ -65,7 +64,8 @@ def neuron_clusters(fractions: Tensor, min_fraction: float = 0.0) -> go.Figure:
     fig.add_trace(go.Bar(x=[str(k) for k in counts.index], y=counts.values, showlegend=False), row=1, col=2)
     fig.update_xaxes(title_text="key frequency k", row=1, col=1)
     fig.update_xaxes(title_text="key frequency k", type="category", row=1, col=2)
-    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="variance share at key k", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text=f"neurons with share > {min_fraction:g}", row=1, col=2)
     fig.update_layout(title="MLP neurons cluster by frequency", height=380, **LAYOUT)
     return fig
 

@@ -204,8 +204,9 @@ def sink_grid(sinks: dict[str, dict[str, torch.Tensor]]) -> go.Figure:
                                  colorbar={"title": "mass"}), row=1, col=col)
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
         fig.update_yaxes(title_text="layer" if col == 1 else None, dtick=1, autorange="reversed", row=1, col=col)
-    fig.update_layout(title="attention parked on BOS/delimiters (colour); value norm there / elsewhere (text)",
-                      height=320, **LAYOUT)
+    fig.update_layout(title="attention parked on BOS/delimiters<br><sup>colour: attention mass there · text: value "
+                            "norm there / elsewhere</sup>", height=360, **LAYOUT)
+    fig.update_layout(margin_t=85)  # room for the subtitle above the subplot titles
     return fig
 
 

@@ -59,7 +59,6 @@ from workbench.hooks import over_training
 from workbench.hooks.attention import head_scores
 from workbench.hooks.circuits import (
     METHODS,
-    MIN_GAP_SHARE,
     CircuitRun,
     activation_patching,
     area_scores,
@@ -67,6 +66,7 @@ from workbench.hooks.circuits import (
     direct_logit_attribution,
     discover_all,
     discovery_scores,
+    formed_gap,
     method_scores,
     next_token_margin,
     path_patching,
@@ -188,7 +188,7 @@ class InductionCircuit(Induction):
         per layer-0 head, the share of the gap its paths into later heads' keys carry (path patching, summed over
         those heads): which heads the induction heads' keys read, and how that changes as the circuit forms."""
         clean, corrupted, metric = self.prompts_and_metric(cfg)
-        min_gap = MIN_GAP_SHARE * abs(CircuitRun.prepare(model, clean, corrupted, metric).gap)
+        min_gap = formed_gap(model, clean, corrupted, metric)
         senders = [f"L0H{h}" for h in range(cfg.model.n_heads)]
         keys = [f"L{layer}H{h}.k" for layer in range(1, cfg.model.n_layers) for h in range(cfg.model.n_heads)]
 

@@ -22,6 +22,7 @@ from workbench.hooks.circuits import (
     direct_logit_attribution,
     discover_all,
     discovery_scores,
+    formed_gap,
 )
 from workbench.hooks.circuits.grading import found_edges, grade
 from workbench.viz.circuits import (
@@ -72,7 +73,7 @@ def cached_over_training(path: str, variant: str | None, pairs: int, metric_name
     _, _, final = cached_load(path, variant)  # its gap sets the bar a snapshot's behaviour must reach
     clean, corrupted, positions = prompts(path, variant, pairs)
     metric = PROMPT_METRICS[metric_name](clean, positions)
-    min_gap = MIN_GAP_SHARE * abs(CircuitRun.prepare(final, clean, corrupted, metric).gap)
+    min_gap = formed_gap(final, clean, corrupted, metric)
     return over_training(path, lambda model: discovery_scores(model, clean, corrupted, metric, (method,), steps,
                                                               threshold, min_gap=min_gap), variant=variant)
 

@@ -12,6 +12,7 @@ from workbench.hooks.circuits.discovery import (
     discover_all,
     discovery_scores,
     edge_attribution,
+    formed_gap,
     method_scores,
     path_patching,
 )
@@ -48,7 +49,7 @@ __all__ = [
     "FRACTIONS", "METHODS", "MIN_GAP_SHARE", "PROMPT_METRICS", "SWEEPS", "CircuitGraph", "CircuitRun", "Metric",
     "ablated", "acdc", "activation_patching", "area_scores", "check_metric", "check_pair", "composition_scores",
     "direct_logit_attribution", "discover", "discover_all", "discovery_scores", "edge_attribution", "faithfulness_at",
-    "faithfulness_curve", "kl_to", "logit_diff", "logit_lens", "method_scores", "next_token_loss",
+    "faithfulness_curve", "formed_gap", "kl_to", "logit_diff", "logit_lens", "method_scores", "next_token_loss",
     "next_token_margin", "normalised", "path_patching", "ports", "reference_activations", "smallest_circuit",
     "target_probability",
 ]

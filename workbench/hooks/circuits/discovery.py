@@ -179,6 +179,11 @@ def method_scores(run: CircuitRun, graphs: dict[str, CircuitGraph], curves: dict
     return scores
 
 
+def formed_gap(final: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric) -> float:
+    """The gap a snapshot must reach for its behaviour to count as formed: `MIN_GAP_SHARE` of the final model's."""
+    return MIN_GAP_SHARE * abs(CircuitRun.prepare(final, clean, corrupted, metric).gap)
+
+
 def discovery_scores(model: nn.Module, clean: Tensor, corrupted: Tensor, metric: Metric,
                      methods: tuple[str, ...] = METHODS, ig_steps: int = 10, threshold: float = 0.01,
                      max_fraction: float = 0.1, min_gap: float = 0.0) -> dict[str, float]:

@@ -13,12 +13,13 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 @FAST
 @given(d_vocab=st.integers(-2, 80), seq_len=st.integers(-2, 70), lo=st.integers(-1, 40), hi=st.integers(-1, 40),
-       batch=st.integers(1, 9), seed=st.integers(0, 2**32))
-def test_repeated_tokens_valid_or_field_named_error(d_vocab, seq_len, lo, hi, batch, seed):
+       batch=st.integers(1, 9), seed=st.integers(0, 2**32), periodic=st.booleans(), distinct=st.booleans())
+def test_repeated_tokens_valid_or_field_named_error(d_vocab, seq_len, lo, hi, batch, seed, periodic, distinct):
     try:
-        cfg = RepeatedTokensConfig.parse(dict(d_vocab=d_vocab, seq_len=seq_len, min_segment=lo, max_segment=hi))
+        cfg = RepeatedTokensConfig.parse(dict(d_vocab=d_vocab, seq_len=seq_len, min_segment=lo, max_segment=hi,
+                                              periodic=periodic, distinct=distinct))
     except ConfigError as e:
-        assert any(f in str(e) for f in ("d_vocab", "seq_len", "min_segment", "max_segment")), str(e)
+        assert any(f in str(e) for f in ("d_vocab", "seq_len", "min_segment", "max_segment", "distinct")), str(e)
         return
     task = RepeatedTokens(cfg)
     a = task.sample(batch, torch.Generator().manual_seed(seed))
@@ -30,7 +31,10 @@ def test_repeated_tokens_valid_or_field_named_error(d_vocab, seq_len, lo, hi, ba
     rows = torch.arange(batch)
     for offset in range(lo):  # every row repeats at least its first min_segment tokens
         assert torch.equal(a.tokens[rows, 1 + offset], a.tokens[rows, 1 + seg + offset])
-    assert a.loss_mask.sum(1).tolist() == (2 * seg - 1).tolist()
+    end = seq_len if periodic else 2 * seg + 1  # periodic: the copy runs to the end and is trained on
+    assert a.loss_mask.sum(1).tolist() == (torch.as_tensor(end) - 2).expand(batch).tolist()
+    if distinct:
+        assert all(len(set(row[1:s + 1].tolist())) == s for row, s in zip(a.tokens, seg.tolist(), strict=True))
 
 
 @FAST

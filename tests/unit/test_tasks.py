@@ -48,8 +48,25 @@ def test_repeated_tokens_repeat_their_segment():
     assert not (batch.meta["first_half"] & batch.meta["repeat_half"]).any()
 
 
+def test_repeated_tokens_periodic_and_distinct():
+    cfg = RepeatedTokensConfig(d_vocab=40, seq_len=64, min_segment=5, max_segment=31, periodic=True, distinct=True)
+    batch = RepeatedTokens(cfg).sample(64, torch.Generator().manual_seed(0))
+    for row, seg, repeat in zip(batch.tokens, batch.meta["segment"].tolist(), batch.meta["repeat_half"], strict=True):
+        assert len(set(row[1:seg + 1].tolist())) == seg  # no token twice in the segment
+        assert torch.equal(row[seg + 1:], row[1:64 - seg])  # copies of it to the end of the sequence
+        assert repeat.nonzero().squeeze(1).tolist() == list(range(seg, 63))
+    # off by default: the segment may repeat tokens and the copy is followed by fresh, untrained tokens
+    plain = RepeatedTokens(cfg.model_copy(update={"periodic": False, "distinct": False}))
+    batch = plain.sample(64, torch.Generator().manual_seed(0))
+    assert any(len(set(row[1:s + 1].tolist())) < s for row, s in zip(batch.tokens, batch.meta["segment"].tolist(),
+                                                                       strict=True))
+    assert (batch.loss_mask.sum(1) == 2 * batch.meta["segment"] - 1).all()
+
+
 @pytest.mark.parametrize("kw, msg", [({"min_segment": 9, "max_segment": 4}, "exceeds task.max_segment"),
-                                     ({"seq_len": 20, "max_segment": 10}, "does not fit twice")])
+                                     ({"seq_len": 20, "max_segment": 10}, "does not fit twice"),
+                                     ({"d_vocab": 10, "max_segment": 20, "seq_len": 64, "distinct": True},
+                                      "exceeds the 9 non-BOS tokens")])
 def test_repeated_config_errors(kw, msg):
     from workbench.config import ConfigError
 

@@ -37,6 +37,23 @@ stays under 0.8. A larger vocabulary (fewer repeated tokens for a two-token pref
 it: with d_vocab 512 (`--set task.d_vocab=512 --set model.d_vocab=512`) ACDC's 8 edges reach 0.73 and 10 reach
 0.8, but in 3000 steps the previous-token head reaches only 0.58 (the induction experiment asks 0.8) and
 K-composition's top pair is not that head's; with d_vocab 256, 0.25 at 8 edges (previous-token head 0.64).
+
+Accidental repeats inside the segment are what make the two-back head worth having, and also what keep the
+previous-token head sharp; the task's `distinct` and `periodic` switches separate the two (quick preset, 3000 steps):
+- `--set task.distinct=true` (no token twice in the segment): no two-back head forms; one layer-0 head, L0H3, feeds
+  the keys (its key paths 0.44 of the gap, every other's ≤ 0.03) and ACDC's 8 edges reach 0.78 (10 edges reach 0.8).
+  But the previous-token head is needed only where the first copy sits (positions ≤ 31), and beyond them its
+  attention leaks to far keys: 0.83 on the first copy, 0.09 at the end of the repeat, 0.59 overall (the induction
+  experiment asks 0.8).
+- adding `--set task.periodic=true` (the copy runs on to the end, so keys at every position matter): one sender,
+  L0H0, feeds the keys of three induction heads; EAP-IG and ACDC reach 0.795 at 8 edges, 0.8 at 9. The
+  previous-token score rises only to 0.69 (0.95 at position 1, 0.37 at position 61: with rotary positions the head
+  leaks to keys 20, 39 and 57 back, which nothing penalises once the repeats are predicted), and K-composition
+  scores every receiver alike (0.32–0.33), so its top pair, L0H0 → L1H3, is a head the circuit does not use (path
+  patching 0.005).
+- `periodic` alone (repeats allowed): a two-back head again (offset-2 attention 0.75), previous-token 0.91, 8 edges
+  0.05; half the sequences distinct (measured with a throwaway change, not a switch): two-back head 0.67, 8 edges
+  0.16.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ class RepeatedTokensConfig(Config):
     seq_len: int = Field(64, ge=3, description="tokens per sequence incl. BOS")
     min_segment: int = Field(8, ge=1)
     max_segment: int = Field(31, ge=1, description="at most (seq_len - 1) // 2")
+    periodic: bool = Field(False, description="repeat the segment to the end of the sequence (trained on) instead of "
+                           "filling the rest with fresh tokens (not trained on)")
+    distinct: bool = Field(False, description="draw the segment without replacement, so no token repeats inside it")
 
     @model_validator(mode="after")
     def _check(self) -> RepeatedTokensConfig:
@@ -31,6 +34,9 @@ class RepeatedTokensConfig(Config):
                 f"task.max_segment={self.max_segment} does not fit twice in task.seq_len={self.seq_len} "
                 f"(need 2·max_segment + 1 ≤ seq_len)"
             )
+        if self.distinct and self.max_segment > self.d_vocab - 1:
+            raise ValueError(f"task.distinct: task.max_segment={self.max_segment} exceeds the "
+                             f"{self.d_vocab - 1} non-BOS tokens of task.d_vocab={self.d_vocab}")
         return self
 
 
@@ -47,13 +53,17 @@ class RepeatedTokens:
         c = self.cfg
         seg = torch.randint(c.min_segment, c.max_segment + 1, (batch, 1), generator=generator)
         fresh = torch.randint(1, c.d_vocab, (batch, c.seq_len), generator=generator)
+        if c.distinct:  # a random permutation's prefix: each token at most once in the segment
+            order = torch.rand(batch, c.d_vocab - 1, generator=generator).argsort(dim=1)
+            fresh[:, 1:c.max_segment + 1] = order[:, :c.max_segment] + 1
         pos = torch.arange(c.seq_len)[None, :]
-        in_repeat = (pos > seg) & (pos <= 2 * seg)  # positions 1..seg hold the segment, seg+1..2seg its copy
-        tokens = fresh.gather(1, torch.where(in_repeat, pos - seg, pos).expand(batch, -1))
+        end = c.seq_len if c.periodic else 2 * seg + 1
+        in_repeat = (pos > seg) & (pos < end)  # positions 1..seg hold the segment, seg+1..2seg its copy
+        tokens = fresh.gather(1, torch.where(in_repeat, (pos - 1) % seg + 1, pos).expand(batch, -1))
         tokens[:, 0] = BOS
         # Targets at i are tokens[i + 1]: the first half predicts positions 2..seg, the repeat seg+1..2seg.
         first_half = (pos >= 1) & (pos < seg)
-        repeat_half = (pos >= seg) & (pos < 2 * seg)
+        repeat_half = (pos >= seg) & (pos < end - 1)
         return next_token_batch(
             tokens, first_half | repeat_half, segment=seg.squeeze(1), first_half=first_half, repeat_half=repeat_half
         )

@@ -50,7 +50,8 @@ previous-token head sharp; the task's `distinct` and `periodic` switches separat
   previous-token score rises only to 0.69 (0.95 at position 1, 0.37 at position 61: with rotary positions the head
   leaks to keys 20, 39 and 57 back, which nothing penalises once the repeats are predicted), and K-composition
   scores every receiver alike (0.32–0.33), so its top pair, L0H0 → L1H3, is a head the circuit does not use (path
-  patching 0.005).
+  patching 0.005). With learned positions instead of rotary (`--set model.positional=learned`), previous-token
+  attention splits over three layer-0 heads (0.36–0.48 each) and 8 edges reach 0.21.
 - `periodic` alone (repeats allowed): a two-back head again (offset-2 attention 0.75), previous-token 0.91, 8 edges
   0.05; half the sequences distinct (measured with a throwaway change, not a switch): two-back head 0.67, 8 edges
   0.16.

@@ -17,6 +17,7 @@ from workbench.hooks import over_training
 from workbench.hooks.attention import head_scores
 from workbench.runs import Run
 from workbench.tasks import parse_token_ids
+from workbench.viz import fit_to_width
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
 
@@ -29,6 +30,14 @@ def plain_table(frame: pd.DataFrame) -> None:
     frame = frame.map(escape)
     frame.index, frame.columns = frame.index.map(escape), frame.columns.map(escape)
     st.table(frame)
+
+
+MAIN_PX = 940  # the main area beside the sidebar in a 1400-pixel-wide window, the width figures are fitted to
+
+
+def column_chart(column, fig: go.Figure, columns: int, key: str) -> None:
+    """`fig` in one of `columns` side-by-side columns, its title wrapped and a wide legend moved below to fit."""
+    column.plotly_chart(fit_to_width(fig, MAIN_PX // columns), key=key)
 
 
 def family(experiment: str | None) -> str:

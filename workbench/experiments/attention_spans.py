@@ -97,9 +97,11 @@ class AttentionSpans(Experiment):
         fig.add_trace(go.Bar(x=list(scores), y=[s["attention_cost"] for s in scores.values()],
                              name="attention cost (share of all-global)", marker_pattern_shape="/",
                              text=[f"{s['attention_cost']:.2f}" for s in scores.values()], textposition="outside"))
-        fig.add_hline(y=1 / cfg.task.n_symbols, line_dash="dot", annotation_text="chance")
+        # the chance line's label goes in the subtitle: on the plot, the bars hide it
+        fig.add_hline(y=1 / cfg.task.n_symbols, line_dash="dot")
         fig.update_layout(title=f"long-gap copy (gap {cfg.task.gap}, windows of {WINDOW}): accuracy and attention "
-                          "cost", barmode="group", yaxis_range=[0, 1.15], height=380, **LAYOUT)
+                          f"cost<br><sup>dotted: chance, 1/{cfg.task.n_symbols}</sup>", barmode="group",
+                          yaxis_range=[0, 1.15], height=380, **LAYOUT)
         figs = {"accuracy": fig}
         if run is not None:
             figs["training"] = compare_curves({n: run.variant(n).metrics() for n in models}, ["loss", "accuracy"])

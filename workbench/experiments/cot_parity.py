@@ -106,8 +106,9 @@ class CoTParity(Experiment):
         scores = {name: s["accuracy"] for name, s in self.variant_scores(models, cfg).items()}
         fig = go.Figure(go.Bar(x=list(scores), y=list(scores.values()), text=[f"{v:.3f}" for v in scores.values()],
                                textposition="outside", marker_color=[COLOURS.get(n, "#1f77b4") for n in scores]))
-        fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
-        fig.update_layout(title=f"parity of {cfg.task.n_bits} bits: answer accuracy (chain scored by generation)",
+        fig.add_hline(y=0.5, line_dash="dot")  # labelled in the subtitle: on the plot, the bars hide a label
+        fig.update_layout(title=f"parity of {cfg.task.n_bits} bits: answer accuracy (chain scored by generation)"
+                          "<br><sup>dotted: chance, 0.5</sup>",
                           yaxis_range=[0, 1.1], yaxis_title="held-out accuracy", height=360, **LAYOUT)
         figs = {"accuracy": fig}
         if run is not None:

@@ -3,6 +3,8 @@ and never show it; nothing here imports streamlit or ipywidgets."""
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Sequence
 
 import pandas as pd
@@ -44,6 +46,38 @@ def notebook_setup() -> None:
 
 
 LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
+
+
+# Roughly how many pixels a title character takes in the dashboard's theme, and a subtitle's (`<sup>`) share of it
+TITLE_CHAR_PX, SUBTITLE_SCALE = 8.0, 0.7
+
+
+def _wrapped(line: str, chars: int) -> str:
+    """One title line broken at spaces to `chars` visible characters; a `<sup>…</sup>` line stays small."""
+    sup = re.fullmatch(r"<sup>(.*)</sup>", line)
+    text, width = (sup.group(1), int(chars / SUBTITLE_SCALE)) if sup else (line, chars)
+    if "<" in text or len(text) <= width:  # other markup: leave it whole rather than break inside a tag
+        return line
+    parts = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+    return "<br>".join(f"<sup>{p}</sup>" for p in parts) if sup else "<br>".join(parts)
+
+
+def fit_to_width(fig: go.Figure, width: int) -> go.Figure:
+    """A copy of `fig` for a column `width` pixels wide (the dashboard's side-by-side figures): a title too long
+    for it is broken into lines, with room made above the plot, and a legend at the side that would squeeze the
+    plot to a sliver moves below it. Plotly clips a long title instead of wrapping it."""
+    fitted = go.Figure(fig)
+    title = fitted.layout.title.text or ""
+    lines = "<br>".join(_wrapped(line, int(width / TITLE_CHAR_PX)) for line in title.split("<br>"))
+    if lines != title:
+        extra = lines.count("<br>") - title.count("<br>")
+        top = fitted.layout.margin.t if fitted.layout.margin.t is not None else LAYOUT["margin"]["t"]
+        fitted.update_layout(title_text=lines, margin_t=top + 18 * extra)
+    names = [t.name for t in fitted.data if t.name and t.showlegend is not False]
+    side_legend = fitted.layout.legend.orientation != "h" and fitted.layout.showlegend is not False
+    if side_legend and len(names) > 1 and 40 + 7 * max(map(len, names)) > 0.3 * width:
+        fitted.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"})
+    return fitted
 
 
 def vertical_marker(fig: go.Figure, x: float, label: str = "", y: tuple[float, float] = (0.0, 1.0),
@@ -121,21 +155,30 @@ def loss_by_position(losses: Tensor, boundaries: dict[str, int] | None = None) -
     return fig
 
 
+def panel_grid(n: int) -> tuple[int, int]:
+    """Rows and columns for `n` metric panels: at most three a row (four make a square), so a figure in a
+    half-width column keeps readable panels."""
+    cols = 2 if n == 4 else min(max(n, 1), 3)
+    return -(-max(n, 1) // cols), cols
+
+
 def training_curves(rows: list[dict], keys: Sequence[str], at_step: int | None = None, log_x: bool = False
                     ) -> go.Figure:
     """One panel per metric key, against step (log-scaled with `log_x`: early phase changes get room); keys
     missing from the log are skipped; `at_step` marks a step (the snapshot a step slider shows; step 0 at 1 on a
     log axis) on every panel."""
     keys = [k for k in keys if any(k in r for r in rows)]
-    fig = make_subplots(rows=1, cols=max(1, len(keys)), subplot_titles=keys)
-    for i, key in enumerate(keys, start=1):
+    n_rows, n_cols = panel_grid(len(keys))
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=keys, vertical_spacing=0.22 if n_rows > 1 else None)
+    for i, key in enumerate(keys):
+        at = {"row": i // n_cols + 1, "col": i % n_cols + 1}
         points = [(r["step"], r[key]) for r in rows if key in r]
-        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=key), row=1, col=i)
-        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", row=1, col=i)
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=key), **at)
+        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", **at)
         if at_step is not None and points:
             values = [p[1] for p in points]
-            vertical_marker(fig, max(at_step, 1), "", (min(values), max(values)), row=1, col=i)
-    fig.update_layout(title="training", showlegend=False, height=320, **LAYOUT)
+            vertical_marker(fig, max(at_step, 1), "", (min(values), max(values)), **at)
+    fig.update_layout(title="training", showlegend=False, height=320 + 250 * (n_rows - 1), **LAYOUT)
     return fig
 
 
@@ -143,16 +186,19 @@ def compare_curves(series: dict[str, list[dict]], keys: Sequence[str], log_x: bo
     """Several runs' training logs overlaid: one panel per metric key, one colour per run (the same in every
     panel); keys no run logged are skipped."""
     keys = [k for k in keys if any(k in r for rows in series.values() for r in rows)]
-    fig = make_subplots(rows=1, cols=max(1, len(keys)), subplot_titles=keys)
+    n_rows, n_cols = panel_grid(len(keys))
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=keys, vertical_spacing=0.22 if n_rows > 1 else None)
     palette = pio.templates["plotly_white"].layout.colorway
-    for i, key in enumerate(keys, start=1):
+    for i, key in enumerate(keys):
+        at = {"row": i // n_cols + 1, "col": i % n_cols + 1}
         for j, (label, rows) in enumerate(series.items()):
             points = [(r["step"], r[key]) for r in rows if key in r]
             fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=label,
-                                     legendgroup=label, showlegend=i == 1, mode="lines",
-                                     line={"color": palette[j % len(palette)]}), row=1, col=i)
-        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", row=1, col=i)
-    fig.update_layout(title="training", height=380, legend={"orientation": "h", "y": -0.25}, **LAYOUT)
+                                     legendgroup=label, showlegend=i == 0, mode="lines",
+                                     line={"color": palette[j % len(palette)]}), **at)
+        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", **at)
+    fig.update_layout(title="training", height=380 + 250 * (n_rows - 1), legend={"orientation": "h", "y": -0.25},
+                      **LAYOUT)
     return fig
 
 

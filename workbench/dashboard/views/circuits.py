@@ -9,7 +9,7 @@ import torch
 from workbench import experiments
 from workbench.compile.programs import program_source
 from workbench.config import ConfigError
-from workbench.dashboard.common import cached_load, load_or_stop, snapshot_picker, typed_prompt
+from workbench.dashboard.common import cached_load, column_chart, load_or_stop, snapshot_picker, typed_prompt
 from workbench.experiments.runner import saved_models, snapshots
 from workbench.hooks import over_training
 from workbench.hooks.circuits import (
@@ -97,9 +97,9 @@ def compiled_ground_truth() -> None:
     c.metric("ROC AUC", f"{grades['auc']:.2f}")
     d.metric("true (live) edges", grades["true"])
     left, right = st.columns(2)
-    left.plotly_chart(circuit_comparison_figure(graph, true, true, title="the true circuit (live edges)"),
-                      key="true_circuit")
-    right.plotly_chart(circuit_comparison_figure(graph, found, true), key="found_circuit")
+    column_chart(left, circuit_comparison_figure(graph, true, true, title="the true circuit (live edges)"), 2,
+                 key="true_circuit")
+    column_chart(right, circuit_comparison_figure(graph, found, true), 2, key="found_circuit")
     what = "trained on its input/output pairs" if cfg.task.trained else "compiled"
     st.caption(f"Program `{cfg.task.program}`, {what}; the model is graded against the compiled program's circuit.")
     st.code(program_source(cfg.task.program), language="python")
@@ -181,8 +181,8 @@ else:
     top = graph.edges().head(max(1, int(fraction * graph.n_edges)))
     shown = list(zip(top.writer, top.reader, strict=True))
 left, right = st.columns(2)
-left.plotly_chart(circuit_graph_figure(graph, shown), key="circuit_graph")
-right.plotly_chart(faithfulness_figure({method: curve}, {method: scores}, 0.1), key="faithfulness")
+column_chart(left, circuit_graph_figure(graph, shown), 2, key="circuit_graph")
+column_chart(right, faithfulness_figure({method: curve}, {method: scores}, 0.1), 2, key="faithfulness")
 with st.expander("edge scores"):
     st.dataframe(graph.edges(), hide_index=True)
 if snapshots(ref.path, ref.variant):

@@ -4,7 +4,13 @@ figures — beside its metric curves with the step marked."""
 import streamlit as st
 
 from workbench.config import ConfigError
-from workbench.dashboard.common import cached_figures_at, cached_scores_over_training, load_or_stop, model_picker
+from workbench.dashboard.common import (
+    cached_figures_at,
+    cached_scores_over_training,
+    column_chart,
+    load_or_stop,
+    model_picker,
+)
 from workbench.experiments.runner import dense_windows, snapshots
 from workbench.hooks.attention import attention_layers, attention_patterns, head_scores
 from workbench.llc import saved_llc
@@ -53,8 +59,9 @@ else:
     except ConfigError as e:  # a corrupt or foreign snapshot file: say which, keep the rest of the page
         left.error(f"Cannot score every snapshot: {e}")
     else:
-        left.plotly_chart(score_over_training(history, score, at_step=step, log_x=log_x), key="score-over-training")
-    right.plotly_chart(head_score_grid(scores, score), key="score-grid")
+        column_chart(left, score_over_training(history, score, at_step=step, log_x=log_x), 2,
+                     key="score-over-training")
+    column_chart(right, head_score_grid(scores, score), 2, key="score-grid")
     best = scores.loc[scores[score].idxmax()] if score != "entropy" else scores.iloc[-1]
     left, right = st.columns(2)
     # keyed: a head picked by hand stays picked as the slider moves (the default is the best head)

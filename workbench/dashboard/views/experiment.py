@@ -9,7 +9,7 @@ import streamlit as st
 
 from workbench import experiments
 from workbench.config import ConfigError, parse_overrides, read_json
-from workbench.dashboard.common import cached_figures
+from workbench.dashboard.common import cached_figures, column_chart
 from workbench.experiments.runner import catalog, criteria_rows, run, saved_figures
 from workbench.runs import data_root
 from workbench.viz import training_curves
@@ -52,14 +52,15 @@ with shipped_tab:
             shared = [(key, fig) for key, fig in drawn.items() if "." not in key]
             for start in range(0, len(shared), 2):
                 for column, (key, fig) in zip(st.columns(2), shared[start:start + 2], strict=False):
-                    column.plotly_chart(fig, key=f"{name}-{key}")
+                    column_chart(column, fig, 2, key=f"{name}-{key}")
             per_variant = list(dict.fromkeys(key.split(".", 1)[1] for key in drawn if "." in key))
             for figure in per_variant:
                 columns = st.columns(len(variants))
                 for column, variant in zip(columns, variants, strict=True):
                     if f"{variant}.{figure}" in drawn:
                         column.caption(f"`{variant}`")
-                        column.plotly_chart(drawn[f"{variant}.{figure}"], key=f"{name}-{variant}-{figure}")
+                        column_chart(column, drawn[f"{variant}.{figure}"], len(variants),
+                                     key=f"{name}-{variant}-{figure}")
             if st.button("export these figures (HTML, SVG, PNG)", key=f"export-{name}"):
                 try:
                     with st.spinner("drawing the images in headless Chromium…"):

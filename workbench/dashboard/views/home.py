@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
-from workbench.dashboard.common import cached_figures, plain_table
+from workbench.dashboard.common import cached_figures, column_chart, plain_table
 from workbench.experiments.runner import catalog, run_label
 from workbench.runs import data_root, list_runs, runs_root
 
@@ -27,7 +27,7 @@ for row in catalog():
             shown = list(cached_figures(str(data_root() / row["experiment"])).items())
             for start in range(0, len(shown), 2):
                 for column, (name, fig) in zip(st.columns(2), shown[start:start + 2], strict=False):
-                    column.plotly_chart(fig, key=f"{row['experiment']}-{name}")
+                    column_chart(column, fig, 2, key=f"{row['experiment']}-{name}")
 
 st.header("Runs")
 root = runs_root()

@@ -40,6 +40,11 @@ def column_chart(column, fig: go.Figure, columns: int, key: str) -> None:
     column.plotly_chart(fit_to_width(fig, MAIN_PX // columns), key=key)
 
 
+def criteria_table(rows: list[dict]) -> None:
+    """`runner.criteria_rows` as a table, measured values to four significant digits (6e-16, not 0.0000000000000006)."""
+    st.dataframe(rows, hide_index=True, column_config={"measured": st.column_config.NumberColumn(format="%.4g")})
+
+
 def family(experiment: str | None) -> str:
     try:
         return experiments.get(experiment or "?").family

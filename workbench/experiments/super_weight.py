@@ -12,6 +12,7 @@ has a weight whose removal multiplies the loss by 10 or more.
 from __future__ import annotations
 
 import copy
+import math
 
 import plotly.graph_objects as go
 import torch
@@ -134,6 +135,14 @@ class SuperWeight(Experiment):
         return figs
 
 
+def super_line(fig: go.Figure, label: str) -> None:
+    """The dotted line at loss × SUPER on the log y axis, labelled. Its label is placed by hand: plotly puts an
+    `add_hline` annotation on a log axis at 10^y (here 10^10), stretching the axis to reach it."""
+    fig.add_hline(y=SUPER, line_dash="dot")
+    fig.add_annotation(x=1, xref="paper", xanchor="right", y=math.log10(SUPER), yref="y", yanchor="bottom",
+                       text=label, showarrow=False, font={"size": 11})
+
+
 def ablation_figure(tables: dict, planted: str, top: int = 12) -> go.Figure:
     """The shortlisted weights' loss ratio when zeroed (log scale), worst first, per model."""
     fig = go.Figure()
@@ -142,7 +151,7 @@ def ablation_figure(tables: dict, planted: str, top: int = 12) -> go.Figure:
         fig.add_trace(go.Bar(x=[f"#{i + 1}" for i in range(len(shown))], y=shown["ratio"], name=name,
                              text=[("planted: " if w == planted else "") + w for w in shown["weight"]],
                              hovertemplate="%{text}<br>loss × %{y:.3g}<extra>" + name + "</extra>"))
-    fig.add_hline(y=SUPER, line_dash="dot", annotation_text=f"super weight (loss × {SUPER:g})")
+    super_line(fig, f"super weight (loss × {SUPER:g})")
     fig.update_layout(title="zeroing one weight: loss ratio of the worst shortlisted weights", barmode="group",
                       yaxis_type="log", yaxis_title="loss without the weight / loss", xaxis_title="rank",
                       height=380, **LAYOUT)
@@ -154,7 +163,7 @@ def scan_figure(ratios: dict[str, float]) -> go.Figure:
     fig = go.Figure(go.Bar(x=list(ratios), y=list(ratios.values()), text=[f"×{r:.3g}" for r in ratios.values()],
                            textposition="outside", marker_color=["#d62728" if r >= SUPER else "#7f7f7f"
                                                                  for r in ratios.values()]))
-    fig.add_hline(y=SUPER, line_dash="dot", annotation_text=f"super weight (× {SUPER:g})")
+    super_line(fig, f"super weight (× {SUPER:g})")
     fig.update_layout(title="the worst single weight of each small model: loss ratio when zeroed", yaxis_type="log",
                       yaxis_title="loss ratio", height=380, **LAYOUT)
     return fig

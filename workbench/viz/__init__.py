@@ -76,7 +76,7 @@ def fit_to_width(fig: go.Figure, width: int) -> go.Figure:
     names = [t.name for t in fitted.data if t.name and t.showlegend is not False]
     side_legend = fitted.layout.legend.orientation != "h" and fitted.layout.showlegend is not False
     if side_legend and len(names) > 1 and 40 + 7 * max(map(len, names)) > 0.3 * width:
-        fitted.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"})
+        fitted.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.3, "yanchor": "top"})
     return fitted
 
 
@@ -156,9 +156,9 @@ def loss_by_position(losses: Tensor, boundaries: dict[str, int] | None = None) -
 
 
 def panel_grid(n: int) -> tuple[int, int]:
-    """Rows and columns for `n` metric panels: at most three a row (four make a square), so a figure in a
-    half-width column keeps readable panels."""
-    cols = 2 if n == 4 else min(max(n, 1), 3)
+    """Rows and columns for `n` metric panels, at most two a row: the dashboard shows training curves in
+    half- and third-width columns, where three panels in a row leave each too narrow to read."""
+    cols = min(max(n, 1), 2)
     return -(-max(n, 1) // cols), cols
 
 

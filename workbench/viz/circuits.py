@@ -123,9 +123,12 @@ def _draw_nodes(fig: go.Figure, graph, position: dict, edges) -> None:
     used = {n for w, r in edges for n in (w, graph.component(r))}
     nodes = [n for n in position if n in used or n in ("input", "logits")]
     fig.add_trace(go.Scatter(
-        x=[position[n][0] for n in nodes], y=[position[n][1] for n in nodes], mode="markers+text", text=nodes,
-        textposition="top center", marker={"size": 16, "color": "white", "line": {"width": 2, "color": "#333"}},
+        x=[position[n][0] for n in nodes], y=[position[n][1] for n in nodes], mode="markers", text=nodes,
+        marker={"size": 16, "color": "white", "line": {"width": 2, "color": "#333"}},
         hoverinfo="text", showlegend=False))
+    for n in nodes:  # labels as annotations: their backing keeps them readable where thick edges pass
+        fig.add_annotation(x=position[n][0], y=position[n][1], text=n, showarrow=False, yshift=17,
+                           bgcolor="rgba(255, 255, 255, 0.85)", borderpad=1, font={"size": 11})
 
 
 GRADE_COLORS = {"found and true": "#2ca02c", "found only": "#ff7f0e", "missed": "#d62728"}

@@ -9,7 +9,7 @@ import streamlit as st
 
 from workbench import experiments
 from workbench.config import ConfigError, parse_overrides, read_json
-from workbench.dashboard.common import cached_figures, column_chart
+from workbench.dashboard.common import cached_figures, column_chart, criteria_table
 from workbench.experiments.runner import catalog, criteria_rows, run, saved_figures
 from workbench.runs import data_root
 from workbench.viz import training_curves
@@ -38,7 +38,7 @@ with shipped_tab:
         verdict = ":green-badge[pass]" if result["passed"] else ":red-badge[FAIL: a criterion is not met]"
         st.markdown(f"{verdict} · {result['mode']} preset · {result['seconds']:.0f} s on the machine that shipped it · "
                     f"`{result['command']}`")
-        st.dataframe(criteria_rows(exp, result), hide_index=True)
+        criteria_table(criteria_rows(exp, result))
         variants = list(result["config"].get("variants") or {})
         if variants:
             st.caption("Variants: " + ", ".join(f"`{v}`" for v in variants) + ". Figures comparing them come "
@@ -123,7 +123,7 @@ with run_tab:
         st.session_state.pop("running", None)
         verdict = "passed" if result["passed"] else "did not pass"
         (st.success if result["passed"] else st.warning)(f"{name} ({mode}) {verdict} in {result['seconds']:.1f} s")
-        st.dataframe(criteria_rows(exp, result), hide_index=True)
+        criteria_table(criteria_rows(exp, result))
         st.caption(f"saved to `{result['run_dir']}`; compare it with others on the Compare page")
         for key, fig in saved_figures(result["run_dir"]).items():
             st.plotly_chart(fig, key=f"result-{key}")

@@ -154,17 +154,19 @@ class Rasp(Experiment):
 
 
 def grading_table(metrics: dict, programs: list[str]) -> go.Figure:
-    """Methods × programs: min(precision, recall) as colour; precision, recall, AUC and CPR written in."""
-    z, text = [], []
+    """Methods × programs: min(precision, recall) as colour, precision and recall written in (a cell is narrow
+    beside six programs), AUC and CPR on hover."""
+    z, text, hover = [], [], []
     for method in METHODS:
-        z.append([min(metrics[f"{p}.{method}.precision"], metrics[f"{p}.{method}.recall"]) for p in programs])
-        text.append([f"P {metrics[f'{p}.{method}.precision']:.2f} R {metrics[f'{p}.{method}.recall']:.2f}<br>"
-                     f"AUC {metrics[f'{p}.{method}.auc']:.2f} CPR {metrics[f'{p}.{method}.cpr']:.2f}"
-                     for p in programs])
+        m = {p: {k: metrics[f"{p}.{method}.{k}"] for k in ("precision", "recall", "auc", "cpr")} for p in programs}
+        z.append([min(m[p]["precision"], m[p]["recall"]) for p in programs])
+        text.append([f"P {m[p]['precision']:.2f}<br>R {m[p]['recall']:.2f}" for p in programs])
+        hover.append([f"precision {m[p]['precision']:.2f} · recall {m[p]['recall']:.2f}<br>AUC {m[p]['auc']:.2f}"
+                      f" · CPR {m[p]['cpr']:.2f}" for p in programs])
     fig = go.Figure(go.Heatmap(z=z, x=programs, y=list(METHODS), text=text, texttemplate="%{text}", zmin=0, zmax=1,
-                               colorscale="RdYlGn", colorbar={"title": "min(P, R)"},
-                               hovertemplate="%{y} on %{x}<br>%{text}<extra></extra>"))
+                               customdata=hover, colorscale="RdYlGn", colorbar={"title": "min(P, R)"},
+                               hovertemplate="%{y} on %{x}<br>%{customdata}<extra></extra>"))
     fig.update_layout(title="discovery graded against the true circuit<br><sup>edge precision P and recall R at the "
-                      "default threshold · ROC AUC of |score| · MIB's CPR</sup>", height=360,
+                      "default threshold (hover: ROC AUC of |score|, MIB's CPR)</sup>", height=360,
                       yaxis_autorange="reversed", **LAYOUT)
     return fig

@@ -3,6 +3,10 @@
 The second copy is predictable only by looking back to the token after the previous occurrence of
 the current token — the job of an induction head. Segment lengths vary per sequence; positions
 after the repeat are filled with fresh random tokens and left out of the loss.
+
+Two switches, off by default, change what the induction circuit has to do (see `induction-circuit`):
+`distinct` draws the segment without replacement (no accidental repeat for a longer prefix to tell apart),
+`periodic` repeats it to the end of the sequence (so keys at every position are read).
 """
 
 from __future__ import annotations
@@ -58,10 +62,10 @@ class RepeatedTokens:
             fresh[:, 1:c.max_segment + 1] = order[:, :c.max_segment] + 1
         pos = torch.arange(c.seq_len)[None, :]
         end = c.seq_len if c.periodic else 2 * seg + 1
-        in_repeat = (pos > seg) & (pos < end)  # positions 1..seg hold the segment, seg+1..2seg its copy
+        in_repeat = (pos > seg) & (pos < end)  # positions 1..seg hold the segment, seg+1..end-1 its copies
         tokens = fresh.gather(1, torch.where(in_repeat, (pos - 1) % seg + 1, pos).expand(batch, -1))
         tokens[:, 0] = BOS
-        # Targets at i are tokens[i + 1]: the first half predicts positions 2..seg, the repeat seg+1..2seg.
+        # Targets at i are tokens[i + 1]: the first half predicts positions 2..seg, the repeat seg+1..end-1.
         first_half = (pos >= 1) & (pos < seg)
         repeat_half = (pos >= seg) & (pos < end - 1)
         return next_token_batch(

@@ -70,9 +70,11 @@ def fit_to_width(fig: go.Figure, width: int) -> go.Figure:
     title = fitted.layout.title.text or ""
     lines = "<br>".join(_wrapped(line, int(width / TITLE_CHAR_PX)) for line in title.split("<br>"))
     if lines != title:
-        extra = lines.count("<br>") - title.count("<br>")
+        rows = lines.split("<br>")
+        small = sum(row.startswith("<sup>") for row in rows)
+        needed = 30 + 22 * (len(rows) - small) + 14 * small  # one plain line: about LAYOUT's 50
         top = fitted.layout.margin.t if fitted.layout.margin.t is not None else LAYOUT["margin"]["t"]
-        fitted.update_layout(title_text=lines, margin_t=top + 18 * extra)
+        fitted.update_layout(title_text=lines, margin_t=max(top, needed))
     names = [t.name for t in fitted.data if t.name and t.showlegend is not False]
     side_legend = fitted.layout.legend.orientation != "h" and fitted.layout.showlegend is not False
     if side_legend and len(names) > 1 and 40 + 7 * max(map(len, names)) > 0.3 * width:

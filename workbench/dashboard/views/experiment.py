@@ -54,13 +54,14 @@ with shipped_tab:
                 for column, (key, fig) in zip(st.columns(2), shared[start:start + 2], strict=False):
                     column_chart(column, fig, 2, key=f"{name}-{key}")
             per_variant = list(dict.fromkeys(key.split(".", 1)[1] for key in drawn if "." in key))
+            per_row = min(len(variants), 3)  # more variants than that wrap: six columns leave each figure a sliver
             for figure in per_variant:
-                columns = st.columns(len(variants))
-                for column, variant in zip(columns, variants, strict=True):
-                    if f"{variant}.{figure}" in drawn:
-                        column.caption(f"`{variant}`")
-                        column_chart(column, drawn[f"{variant}.{figure}"], len(variants),
-                                     key=f"{name}-{variant}-{figure}")
+                for start in range(0, len(variants), per_row):
+                    for column, variant in zip(st.columns(per_row), variants[start:start + per_row], strict=False):
+                        if f"{variant}.{figure}" in drawn:
+                            column.caption(f"`{variant}`")
+                            column_chart(column, drawn[f"{variant}.{figure}"], per_row,
+                                         key=f"{name}-{variant}-{figure}")
             if st.button("export these figures (HTML, SVG, PNG)", key=f"export-{name}"):
                 try:
                     with st.spinner("drawing the images in headless Chromium…"):

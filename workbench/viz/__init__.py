@@ -157,11 +157,18 @@ def loss_by_position(losses: Tensor, boundaries: dict[str, int] | None = None) -
     return fig
 
 
-def panel_grid(n: int) -> tuple[int, int]:
-    """Rows and columns for `n` metric panels, at most two a row: the dashboard shows training curves in
-    half- and third-width columns, where three panels in a row leave each too narrow to read."""
-    cols = min(max(n, 1), 2)
-    return -(-max(n, 1) // cols), cols
+def metric_panels(keys: Sequence[str], log_x: bool, height: int) -> tuple[go.Figure, list[dict]]:
+    """A figure with one panel per metric key against step, at most two a row (the dashboard shows training curves
+    in half- and third-width columns, where three in a row leave each too narrow to read), `height` tall per row
+    plus 250 px for each further row; and each key's `row=…, col=…`."""
+    cols = min(max(len(keys), 1), 2)
+    rows = -(-max(len(keys), 1) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(keys), vertical_spacing=0.22 if rows > 1 else None)
+    cells = [{"row": i // cols + 1, "col": i % cols + 1} for i in range(len(keys))]
+    for at in cells:
+        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", **at)
+    fig.update_layout(height=height + 250 * (rows - 1))
+    return fig, cells
 
 
 def training_curves(rows: list[dict], keys: Sequence[str], at_step: int | None = None, log_x: bool = False
@@ -170,17 +177,14 @@ def training_curves(rows: list[dict], keys: Sequence[str], at_step: int | None =
     missing from the log are skipped; `at_step` marks a step (the snapshot a step slider shows; step 0 at 1 on a
     log axis) on every panel."""
     keys = [k for k in keys if any(k in r for r in rows)]
-    n_rows, n_cols = panel_grid(len(keys))
-    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=keys, vertical_spacing=0.22 if n_rows > 1 else None)
-    for i, key in enumerate(keys):
-        at = {"row": i // n_cols + 1, "col": i % n_cols + 1}
+    fig, cells = metric_panels(keys, log_x, height=320)
+    for key, at in zip(keys, cells, strict=True):
         points = [(r["step"], r[key]) for r in rows if key in r]
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=key), **at)
-        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", **at)
         if at_step is not None and points:
             values = [p[1] for p in points]
             vertical_marker(fig, max(at_step, 1), "", (min(values), max(values)), **at)
-    fig.update_layout(title="training", showlegend=False, height=320 + 250 * (n_rows - 1), **LAYOUT)
+    fig.update_layout(title="training", showlegend=False, **LAYOUT)
     return fig
 
 
@@ -188,19 +192,15 @@ def compare_curves(series: dict[str, list[dict]], keys: Sequence[str], log_x: bo
     """Several runs' training logs overlaid: one panel per metric key, one colour per run (the same in every
     panel); keys no run logged are skipped."""
     keys = [k for k in keys if any(k in r for rows in series.values() for r in rows)]
-    n_rows, n_cols = panel_grid(len(keys))
-    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=keys, vertical_spacing=0.22 if n_rows > 1 else None)
+    fig, cells = metric_panels(keys, log_x, height=380)
     palette = pio.templates["plotly_white"].layout.colorway
-    for i, key in enumerate(keys):
-        at = {"row": i // n_cols + 1, "col": i % n_cols + 1}
+    for i, (key, at) in enumerate(zip(keys, cells, strict=True)):
         for j, (label, rows) in enumerate(series.items()):
             points = [(r["step"], r[key]) for r in rows if key in r]
             fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=label,
                                      legendgroup=label, showlegend=i == 0, mode="lines",
                                      line={"color": palette[j % len(palette)]}), **at)
-        fig.update_xaxes(title_text="step", type="log" if log_x else "linear", **at)
-    fig.update_layout(title="training", height=380 + 250 * (n_rows - 1), legend={"orientation": "h", "y": -0.25},
-                      **LAYOUT)
+    fig.update_layout(title="training", legend={"orientation": "h", "y": -0.25}, **LAYOUT)
     return fig
 
 

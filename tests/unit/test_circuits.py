@@ -158,5 +158,10 @@ def test_circuit_figures(model):
     assert heat.z[0][4] == pytest.approx(float(grid[0, 4]))
     with pytest.raises(ValueError, match="column labels"):
         patching_heatmap(grid, ("layer", "pos"), columns=["a"])
+    two = torch.cat([grid, grid])
+    named = patching_heatmap(two, ("layer", "pos"), columns="abcde", rows=["L0", "L1"]).data[0]
+    assert list(named.x) == list("abcde") and list(named.y) == ["L0", "L1"]  # distinct labels keep no index
+    with pytest.raises(ValueError, match="distinct labels"):
+        patching_heatmap(two, ("layer", "pos"), rows=["L0", "L0"])
     bars = logit_attribution_bars(direct_logit_attribution(model, torch.tensor([CLEAN]), A, B)).data[0]
     assert "L0H0" in list(bars.x)

@@ -90,7 +90,7 @@ def vertical_marker(fig: go.Figure, x: float, label: str = "", y: tuple[float, f
     middle = (y[0] + y[1]) / 2
     text = None if legend else ["", f" {label}", ""]
     fig.add_trace(go.Scatter(x=[x, x, x], y=[y[0], middle, y[1]], mode="lines" if legend else "lines+text",
-                             text=text, textposition="middle right", name=label, showlegend=legend,
+                             text=text, textposition="middle right", name=label, showlegend=legend, cliponaxis=False,
                              line={"dash": dash, "color": "grey", "width": 1}, hoverinfo="skip"), **subplot)
 
 

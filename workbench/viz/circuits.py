@@ -15,21 +15,25 @@ from workbench.viz import LAYOUT, vertical_marker
 
 
 def patching_heatmap(grid: Tensor, axes: tuple[str, str], title: str = "activation patching",
-                     columns: Sequence[str] | None = None, metric: str = "metric") -> go.Figure:
+                     columns: Sequence[str] | None = None, metric: str = "metric",
+                     rows: Sequence[str] | None = None) -> go.Figure:
     """A `[rows cols]` patching result (e.g. `[layer pos]` or `[layer head]`) on a diverging scale centred at 0;
-    `columns` labels the second axis (e.g. the prompt's tokens; each is prefixed by its index, as a repeated
-    category would merge columns)."""
+    `columns` and `rows` label the axes (default: indices). Column labels that repeat (a prompt's tokens) are
+    prefixed by their index, as a repeated category would merge columns."""
     grid = grid.detach().float().cpu()
     if grid.dim() != 2:
         raise ValueError(f"patching_heatmap: expected a 2-d grid, got shape {tuple(grid.shape)}")
-    x = list(columns) if columns is not None else list(range(grid.shape[1]))
+    x = [str(c) for c in columns] if columns is not None else [str(i) for i in range(grid.shape[1])]
+    y = [str(r) for r in rows] if rows is not None else [str(i) for i in range(grid.shape[0])]
     if len(x) != grid.shape[1]:
         raise ValueError(f"patching_heatmap: {len(x)} column labels for {grid.shape[1]} columns")
+    if len(y) != grid.shape[0] or len(set(y)) < len(y):
+        raise ValueError(f"patching_heatmap: rows must be {grid.shape[0]} distinct labels, got {y}")
+    if len(set(x)) < len(x):
+        x = [f"{i} {c}" for i, c in enumerate(x)]
     bound = float(grid.abs().max()) or 1.0
     fig = go.Figure(go.Heatmap(
-        z=grid.tolist(), x=[f"{i} {c}" if columns is not None else str(c) for i, c in enumerate(x)],  # unique
-        y=[str(i) for i in range(grid.shape[0])], colorscale="RdBu", zmid=0,
-        zmin=-bound, zmax=bound, colorbar={"title": metric},
+        z=grid.tolist(), x=x, y=y, colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound, colorbar={"title": metric},
         hovertemplate=f"{axes[0]} %{{y}}<br>{axes[1]} %{{x}}<br>{metric} %{{z:.3f}}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=axes[1], yaxis_title=axes[0], yaxis_autorange="reversed",
                       xaxis_type="category", yaxis_type="category", **LAYOUT)

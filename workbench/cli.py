@@ -321,8 +321,9 @@ def cmd_circuit(args) -> int:
     print(f"{exp.name}: {method} on {args.pairs} pairs, {result['metric']} clean {run.clean_metric:.4g}, "
           f"corrupted {run.corrupted_metric:.4g}; {graph.n_edges} edges"
           + (f", ACDC kept {result['kept']}" if graph.kept is not None else ""))
-    print(edges.head(10).to_string(index=False))
-    print(curve.to_string(index=False))
+    print(edges.head(10).round(4).to_string(index=False))
+    shown = curve.assign(fraction=curve.fraction.round(4), faithfulness=curve.faithfulness.round(3) + 0.0)
+    print(shown.to_string(index=False))  # + 0.0 turns a rounded -1e-9 into 0.0, not "-0.0"
     print(f"CPR {result['cpr']:.3f}  CMD {result['cmd']:.3f}")
     for spec, lost in paths.items():
         print(f"path patching {spec}: loses {lost:.3f} of the gap")

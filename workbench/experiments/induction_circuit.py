@@ -60,6 +60,10 @@ previous-token head sharp; the task's `distinct` and `periodic` switches separat
 - `periodic` alone (repeats allowed): a two-back head again (offset-2 attention 0.75), previous-token 0.91, 8 edges
   0.05; half the sequences distinct (measured with a throwaway change, not a switch): two-back head 0.67, 8 edges
   0.16.
+- several segments, each repeated once, packed into each sequence with no token twice anywhere (a throwaway change:
+  keys at every position serve, none by accident), 3000 steps: one key sender, L0H0 (its path into L1H0's keys
+  carries 0.68 of the gap; previous-token score 0.84), but three induction heads (0.76 each) that also read L0H0
+  through their values, so 8 edges reach 0.01 and 0.8 takes 13 (ACDC).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ its error does not grow (an unlooped network has no such knob).
 Status (quick, 2 CPU cores): NOT YET. The looped model learns in context (error/d 0.041 at k = 2d after b
 iterations, 3-NN 0.65) but has not reached a fixed point: its best iteration is 9, and at 2b iterations the
 error is 1.8× that at b (0.074). Past the curriculum, the b/2b ratio stayed 1.6–2.0× over steps 3500–4500.
-Yang et al. train 500k steps; the full preset is the recipe for a GPU.
+Yang et al. train 500k steps; the full preset is the recipe for a GPU. A longer window, T = 9 of b = 12 (the
+paper's T/b = 15/20; `--set window=9`, 651 s here), kept the model on the one-step-GD plateau to step 4500 (error/d
+0.40 at b, 0.42 at 2b): flat across iterations, but not yet learning in context.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ computed from the block input, can switch the head's output off). Outliers appea
 
 Not yet, narrowly: 7 of 8 criteria hold on the quick preset, but clipped softmax lowers the residual ∞-norm only
 1.24× (211 vs 261; 1.3× asked). It removes the outliers' *shape* (kurtosis 80 → 10) and most of the W8A8 gap
-(0.011 → 0.002), not the largest value. A larger stretch below zero passes: by the paper's rule γ = −α/T with
+(0.011 → 0.002), not the largest value. A larger stretch below zero meets all three clipped criteria (the two
+clipped variants retrained alone, against the shipped vanilla models): by the paper's rule γ = −α/T with
 the α = 12 of its causal-LM (OPT) recipe, γ = −12/64 = −0.1875 (`--set variants.clipped-s0.model.clip_gamma=-0.1875
 --set variants.clipped-s1.model.clip_gamma=-0.1875`), the clipped ∞-norm is 176 / 185 (seeds 0 / 1; mean 180, 1.45×
 lower), residual kurtosis 7.5, W8A8 gap 0.0021, float loss 3.93; with γ = −0.0625 (α = 4), 213 / 140 (mean 176,

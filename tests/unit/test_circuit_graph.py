@@ -52,12 +52,17 @@ def test_the_graph_of_a_two_layer_model():
     assert graph.n_edges == 12 * 1 + 1 * 5 + 12 * 6 + 1 * 10 + 11
 
 
-def test_the_full_circuit_is_the_clean_run_and_the_empty_one_the_corrupted_run(pair):
-    model = random_model()
+@pytest.mark.parametrize("attention", ["softmax", "gated"])
+def test_the_full_circuit_is_the_clean_run_and_the_empty_one_the_corrupted_run(pair, attention):
+    model = random_model(attention=attention)
     run = CircuitRun.prepare(model, *pair, logit_diff(1, 2))
     valid = run.ports.valid
     assert torch.allclose(run.logits(valid), model(pair[0]), atol=1e-5)
     assert torch.allclose(run.logits(torch.zeros_like(valid)), model(pair[1]), atol=1e-5)
+    # a head whose inputs all carry the corrupted run writes what it wrote there: a gate reads the q edge too
+    only = torch.zeros_like(valid)
+    only[run.ports.writers.index("L0H0"), run.ports.readers.index("logits")] = True
+    assert torch.allclose(run.logits(only), model(pair[1]), atol=1e-5)
     graph = edge_attribution(model, *pair, logit_diff(1, 2))
     curve = faithfulness_curve(model, *pair, logit_diff(1, 2), graph)
     assert curve["faithfulness"].iloc[0] == pytest.approx(0.0, abs=1e-5)  # no edges
@@ -188,6 +193,11 @@ def test_bad_requests(hand_built):  # noqa: F811
     with pytest.raises(ConfigError, match="fraction"):
         graph = edge_attribution(hand_built, clean, corrupted, logit_diff(A, B))
         faithfulness_curve(hand_built, clean, corrupted, logit_diff(A, B), graph, fractions=(0.0, 2.0))
+
+
+def test_a_mamba_block_is_refused_not_left_out_of_the_graph(pair):
+    with pytest.raises(ConfigError, match="block 1 .MambaBlock.*Mamba"):
+        CircuitRun.prepare(random_model(block=["attention", "mamba"]), *pair, logit_diff(1, 2))
 
 
 def test_discovery_runs_on_a_transformer_bridge(native_bridge):

@@ -12,6 +12,7 @@ from workbench.hooks.circuits import (
     logit_diff,
     logit_lens,
     next_token_loss,
+    next_token_margin,
     normalised,
     target_probability,
 )
@@ -106,6 +107,14 @@ def test_bad_requests_name_the_problem(model):
         pass
     with pytest.raises(ConfigError, match="nothing to recover"):
         normalised(logit_diff(A, B), 1.0, 1.0)
+    with pytest.raises(ConfigError, match=r"positions: each must lie in \[0, 3\].*\[-1\]"):
+        next_token_margin(tokens, torch.tensor([-1]))  # would score the last position against the first token
+    with pytest.raises(ConfigError, match="positions"):
+        next_token_loss(tokens, [4])  # the last position has no next token in the prompt
+    mamba = Transformer(ModelConfig(n_layers=2, d_model=16, n_heads=2, d_vocab=V, n_ctx=16,
+                                    block=["attention", "mamba"]))
+    with pytest.raises(ConfigError, match="block 1 has no attention or MLP"):
+        direct_logit_attribution(mamba, tokens, A, B)
 
 
 def test_patching_and_ablation_run_on_a_transformer_bridge(native_bridge):
@@ -145,6 +154,9 @@ def test_attributions_and_the_logit_lens_add_up_on_a_random_model():
     assert dla.sum() == pytest.approx(float((logits[:, -1, 3] - logits[:, -1, 4]).mean()), abs=1e-5)
     lens = logit_lens(m, tokens, 3)
     assert len(lens) == 3 and lens.iloc[-1] == pytest.approx(float(logits[:, -1, 3].mean()), abs=1e-5)
+    per_sequence = torch.tensor([3, 5, 7])  # one target per sequence, as direct logit attribution takes
+    lens = logit_lens(m, tokens, per_sequence)
+    assert lens.iloc[-1] == pytest.approx(float(logits[:, -1].gather(-1, per_sequence[:, None]).mean()), abs=1e-5)
     assert torch.equal(m(tokens), logits)  # the model itself was not folded
 
 

@@ -14,6 +14,7 @@ from workbench.hooks.fourier import (
     fourier_basis,
     frequency_energy,
     key_frequencies,
+    key_frequency_logits,
     neuron_frequency_fractions,
     restricted_and_excluded_loss,
     top_frequencies,
@@ -104,6 +105,16 @@ def test_restricted_and_excluded_loss_of_the_fourier_algorithm():
     assert restricted < 0.1  # the algorithm lives entirely in the key frequencies
     assert excluded == pytest.approx(math.log(P), rel=1e-3)  # without them the logits are flat
     assert restricted_and_excluded_loss(logits, [], task().train_pairs)[0] == pytest.approx(math.log(P))
+    # a frequency named twice (w and P − w) counts once, so the parts still cancel
+    assert restricted_and_excluded_loss(logits, [3, 8, P - 3], task().train_pairs) == pytest.approx(
+        (restricted, excluded))
+
+
+def test_key_frequency_logits_skip_the_vanishing_sine_at_half_an_even_modulus():
+    p = 10
+    x = torch.arange(p, dtype=torch.float64)
+    logits = torch.cos(2 * math.pi * 3 * (x[:, None, None] + x[None, :, None] - x[None, None, :]) / p)
+    assert key_frequency_logits(logits, [5]).abs().max() < 1e-9  # frequency 3 has nothing along frequency 5
 
 
 # --- the experiment ---

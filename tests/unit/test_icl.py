@@ -101,6 +101,24 @@ def test_markov_chains_follow_their_own_transition_rows():
     assert kl_divergence(truth[:, -50:], bigram_bayes(batch.tokens, 3)[:, -50:]).mean() < 0.02
 
 
+def test_the_markov_experiment_measures_against_bayes_with_the_tasks_own_prior():
+    from workbench import experiments
+
+    exp = experiments.get("icl-markov")
+    cfg = exp.config("smoke", {"task.concentration": 4})
+    batch = exp.eval_batch(cfg, 32)
+
+    class Bayes(torch.nn.Module):  # predicts exactly the Bayes law of Dirichlet(4) rows
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, tokens):
+            return bigram_bayes(tokens, cfg.task.states, alpha=4).log()
+
+    assert exp.divergences(Bayes(), cfg, batch)["model"].max() < 1e-5
+
+
 def test_ridge_r2_recovers_a_linear_target_and_not_noise():
     features = torch.randn(400, 10, generator=G)
     target = features[:, :3] @ torch.randn(3, 2, generator=G)

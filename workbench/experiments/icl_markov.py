@@ -71,7 +71,7 @@ class ICLMarkov(Experiment):
     def divergences(self, model, cfg: MarkovExperimentConfig, batch) -> dict[str, torch.Tensor]:
         """KL(Bayes ‖ ·) at every position, for the model and the unigram baseline."""
         tokens = batch.tokens.to(device_of(model))
-        bayes = bigram_bayes(batch.tokens, cfg.task.states)
+        bayes = bigram_bayes(batch.tokens, cfg.task.states, alpha=cfg.task.concentration)
         predicted = model(tokens).softmax(-1).cpu()
         return {"model": kl_divergence(bayes, predicted).mean(0),
                 "unigram": kl_divergence(bayes, unigram_counts(batch.tokens, cfg.task.states)).mean(0)}

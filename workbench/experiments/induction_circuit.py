@@ -266,9 +266,11 @@ class InductionCircuit(Induction):
         pair_found = (sender == f"L0H{int(prev.idxmax())}" and induction[(r_layer, r_head)] >= 0.8)
         kept = graphs["ACDC"].kept
         pair_edge = (graphs["ACDC"].writers.index(sender), graphs["ACDC"].readers.index(f"{receiver}.k"))
+        earlier = [f"L{layer}H" for layer in range(r_layer)]  # every head below the receiver may send
         paths = path_patching(model, clean, corrupted, metric,
-                              senders=[w for w in run.ports.writers if w.startswith("L0H")],
+                              senders=[w for w in run.ports.writers if w.startswith(tuple(earlier))],
                               receivers=[f"{receiver}.k"])[f"{receiver}.k"]
+        others = paths.drop(sender)
         metrics |= {
             "clean_metric": run.clean_metric, "corrupted_metric": run.corrupted_metric,
             "n_edges": graphs["EAP"].n_edges, "k_composition_sender_head": int(sender.split("H")[1]),
@@ -277,7 +279,7 @@ class InductionCircuit(Induction):
             "k_composition_pair_found": float(pair_found), "acdc_keeps_pair_edge": float(kept[pair_edge]),
             "acdc_edges": int(kept.sum()), "acdc_faithfulness": run.faithfulness(kept),
             "path_patching_pair": float(paths[sender]),
-            "path_patching_pair_is_top": float(paths[sender] >= paths.drop(sender).max()),
+            "path_patching_pair_is_top": float(others.empty or paths[sender] >= others.max()),
         }
         return metrics | method_scores(run, graphs, curves, cfg.max_fraction)
 

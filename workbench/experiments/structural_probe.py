@@ -6,6 +6,10 @@ token's depth, and a linear map B makes squared distances ‖B(h_i − h_j)‖²
 Dyck-2 (`tasks/dyck.py`), where the tree is exact: a small LM predicts the type of every closing bracket; per
 layer, a ridge probe for depth and a rank-64 distance probe, each beside the same probes on a never-trained model
 and, for distance, beside |i − j| (the string distance).
+
+"Depth" is the nesting depth (brackets still open after the token), as DESIGN calibrates it (ρ 0.989), not the
+token's level in the distance probe's tree: there a close bracket is a leaf under its open one, two levels below
+its nesting depth, so the two rank tokens differently (Spearman ρ 0.88 between them over 256 sampled strings).
 """
 
 from __future__ import annotations

@@ -99,8 +99,11 @@ def key_frequency_logits(logits: Float[Tensor, "a b c"], freqs: list[int]) -> Fl
     if not freqs:
         return torch.zeros_like(logits)
     s = 2 * math.pi * (torch.arange(p)[:, None] + torch.arange(p)[None, :]).to(logits) / p  # [a b]
-    waves = torch.stack([f(k * s) for k in freqs for f in (torch.cos, torch.sin)])  # [wave a b]
-    waves = waves / waves.flatten(1).norm(dim=1)[:, None, None]
+    distinct = sorted({min(k % p, -k % p) for k in freqs})  # w and p − w span the same waves
+    waves = torch.stack([f(k * s) for k in distinct for f in (torch.cos, torch.sin)])  # [wave a b]
+    norms = waves.flatten(1).norm(dim=1)
+    # sin vanishes at w = 0 and w = p/2: what is left is rounding noise, not a direction
+    waves = (waves / norms[:, None, None])[norms > 1e-6 * p]
     return torch.einsum("wab,wc->abc", waves, torch.einsum("wab,abc->wc", waves, logits))
 
 

@@ -105,11 +105,13 @@ def quantised_weights(model: nn.Module, bits: int = 8) -> nn.Module:
 def w8a8_loss(model, batch: Batch, bits: int = 8) -> dict[str, float]:
     """The task loss in float and with weights and activations fake-quantised to `bits` bits (activations
     dynamically, one range per tensor per batch), and the gap between them."""
+    was_training = model.training
     model.eval()
     float_loss = float(task_loss(model, batch))
     quantised = quantised_weights(model, bits)
+    model.train(was_training)
     names = [f"blocks.{layer}.{site}" for layer in range(model.cfg.n_layers) for site in QUANTISED_SITES]
-    names = [name for name in names if name in quantised.hook_dict] + ["ln_final.hook_normalized"]
+    names = [name for name in [*names, "ln_final.hook_normalized"] if name in quantised.hook_dict]
     hooks = [(name, lambda act, hook: fake_quantize(act, bits)) for name in names]
     with quantised.hooks(fwd_hooks=hooks):
         quantised_loss = float(task_loss(quantised, batch))

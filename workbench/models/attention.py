@@ -189,10 +189,12 @@ class Attention(nn.Module):
         per_head = resid[:, :, None, :].expand(-1, -1, H, -1)
         weight, bias = self.qkv.weight.view(3, H, dh, -1), self.qkv.bias.view(3, H, dh)
         hooks = (self.hook_q_input, self.hook_k_input, self.hook_v_input)
-        q, k, v = (torch.einsum("bphm,hdm->bphd", norm.normalise(hook(per_head)), weight[i]) + bias[i]
-                   for i, hook in enumerate(hooks))
-        # The gate reads the whole normed residual: an edge-level intervention on one head's q/k/v leaves it be.
-        gate = self.gate_of(norm.normalise(resid)) if hasattr(self, "gate") else None
+        normed = [norm.normalise(hook(per_head)) for hook in hooks]  # 3 × [batch pos head d_model]
+        q, k, v = (torch.einsum("bphm,hdm->bphd", x, weight[i]) + bias[i] for i, x in enumerate(normed))
+        gate = None
+        if hasattr(self, "gate"):  # computed at the query from the query's input: the q edge carries it too
+            gate = self.hook_gate(torch.sigmoid(torch.einsum("bphm,hm->bph", normed[0], self.gate.weight)
+                                                + self.gate.bias))
         return self.attend(q, k, v, attention_mask, gate, positions)
 
     def gate_of(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos head"] | None:

@@ -16,6 +16,7 @@ from workbench.hooks.circuits import (
     METHODS,
     MIN_GAP_SHARE,
     PROMPT_METRICS,
+    SWEEPS,
     CircuitRun,
     activation_patching,
     area_scores,
@@ -150,7 +151,7 @@ if st.session_state.get("patching") == (*key, what):
     except ConfigError as e:
         st.error(str(e))
     else:
-        by_pos = grid.shape[1] == len(tokens)
+        by_pos = SWEEPS[what][1][1] == "pos"
         names = model.names() if hasattr(model, "names") else None
         st.plotly_chart(patching_heatmap(
             grid, ("layer", "position" if by_pos else "head"), f"patching: {SWEEP_LABELS[what]}",

@@ -48,9 +48,11 @@ class Ports:
 
 def _block_parts(model: nn.Module, layer: int) -> tuple[nn.Module | None, bool]:
     block = model.blocks[layer]
-    if not hasattr(block, "hook_resid_pre") or not (hasattr(block, "attn") or hasattr(block, "mlp")):
+    # a Mamba block declares attn = mlp = None: left out, its corrupted output would leak the clean run
+    if not hasattr(block, "hook_resid_pre") or (getattr(block, "attn", None) is None
+                                                and getattr(block, "mlp", None) is None):
         raise ConfigError(f"circuit graph: block {layer} ({type(block).__name__}) has no attention or MLP to "
-                          "draw edges to (looped blocks are not supported)")
+                          "draw edges to (Mamba and looped blocks are not supported)")
     return getattr(block, "attn", None), getattr(block, "mlp", None) is not None
 
 

@@ -54,12 +54,24 @@ def target_probability(target, pos: int = -1) -> Metric:
     return lambda logits: _at(logits.softmax(-1), pos, target).mean()
 
 
+def _next_token_positions(tokens: Int[Tensor, "batch pos"], positions: Tensor | None) -> Int[Tensor, " k"]:
+    """The positions whose next token a metric scores; each needs a next token, and a negative one would wrap."""
+    if positions is None:
+        return torch.arange(tokens.shape[1] - 1)
+    pos = torch.as_tensor(positions).long().flatten()
+    if len(pos) and not (int(pos.min()) >= 0 and int(pos.max()) < tokens.shape[1] - 1):
+        raise ConfigError(f"positions: each must lie in [0, {tokens.shape[1] - 2}] (a position whose next token is "
+                          f"in the prompt); got {pos.tolist()}")
+    return pos
+
+
 def next_token_loss(tokens: Int[Tensor, "batch pos"], positions: Tensor | None = None) -> Metric:
     """Cross-entropy of the next token at `positions` (default: every position but the last); lower is better."""
+    pos = _next_token_positions(tokens, positions)
+
     def loss(logits):
-        pos = torch.arange(logits.shape[1] - 1) if positions is None else torch.as_tensor(positions)
-        pos = pos.to(logits.device)
-        return F.cross_entropy(logits[:, pos].flatten(0, 1), tokens.to(logits.device)[:, pos + 1].flatten())
+        p = pos.to(logits.device)
+        return F.cross_entropy(logits[:, p].flatten(0, 1), tokens.to(logits.device)[:, p + 1].flatten())
     return loss
 
 
@@ -67,11 +79,11 @@ def next_token_margin(tokens: Int[Tensor, "batch pos"], positions: Tensor | None
     """The true next token's logit minus the mean logit, averaged over `positions` (default: all but the last)
     and the batch: a logit difference against every other token at once, so it does not saturate as
     probabilities do."""
+    pos = _next_token_positions(tokens, positions)
+
     def margin(logits):
-        pos = torch.arange(logits.shape[1] - 1) if positions is None else torch.as_tensor(positions)
-        pos = pos.to(logits.device)
-        chosen = logits[:, pos]
-        targets = tokens.to(logits.device)[:, pos + 1]
+        p = pos.to(logits.device)
+        chosen, targets = logits[:, p], tokens.to(logits.device)[:, p + 1]
         return (chosen.gather(-1, targets[..., None])[..., 0] - chosen.mean(-1)).mean()
     return margin
 
@@ -189,6 +201,11 @@ def direct_logit_attribution(model: nn.Module, tokens: Int[Tensor, "batch pos"],
     """What each head, each MLP and the embeddings write directly into logit(correct) − logit(wrong) at `pos`,
     through the final norm's scale on this input; averaged over the batch. With the heads' output biases ("bias")
     and the unembedding's ("unembed bias") the rows sum to the logit difference."""
+    mixers = [i for i, block in enumerate(getattr(model, "blocks", []))
+              if getattr(block, "attn", None) is None and getattr(block, "mlp", None) is None]
+    if mixers:  # their output is in no component, so the rows would not add up
+        raise ConfigError(f"direct logit attribution: block {mixers[0]} has no attention or MLP (a Mamba block); "
+                          "only attention and MLP outputs are attributed")
     folded = _folded(model)
     tokens = tokens.to(device_of(folded))
     logits, cache = folded.run_with_cache(tokens)
@@ -226,7 +243,7 @@ def logit_lens(model: nn.Module, tokens: Int[Tensor, "batch pos"], target, pos: 
     folded = _folded(model)
     _, cache = folded.run_with_cache(tokens.to(device_of(folded)))
     resids, labels = cache.accumulated_resid(apply_ln=True, pos_slice=pos, return_labels=True)  # [layer batch d]
-    direction = folded.W_U[:, torch.as_tensor(target)]
+    target = torch.as_tensor(target, device=resids.device).expand(resids.shape[1])  # one id, or one per sequence
     bias = folded.b_U[target] if torch.is_tensor(folded.b_U) else 0.0
-    values = (resids @ direction).mean(-1) + bias
+    values = ((resids * folded.W_U[:, target].T).sum(-1) + bias).mean(-1)
     return pd.Series(values.cpu().numpy(), index=labels)

@@ -31,7 +31,9 @@ RESULT_FILE = "llc.json"
 @dataclass(frozen=True)
 class LLCConfig:
     """SGLD settings (devinterp's names): step size `lr`, inverse temperature `nbeta`, pull to the model's weights
-    `localization`; `chains` × `draws` steps of `batch_size` sequences from `sequences` drawn from the task."""
+    `localization`; `chains` × `draws` steps of `batch_size` sequences from `sequences` drawn from the task.
+    `nbeta` is a fixed setting, not n / log n of the batch (devinterp's default, 9.2 at 32 sequences): estimates
+    compare across a run's snapshots at one setting, not with LLCs measured at another nβ."""
 
     lr: float = 3e-4
     nbeta: float = 30.0

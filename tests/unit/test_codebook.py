@@ -1,6 +1,8 @@
 """Codebook layers: top-k by cosine similarity, straight-through gradients, per-head groups, and attaching
 to any hook point of our models and of a TransformerLens bridge without changing them once detached."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,12 +138,32 @@ def test_code_precision_recall_and_the_matched_neuron_baseline_by_hand():
     acts = torch.tensor([[0.1, 0.5], [0.2, 0.9], [0.9, 0.1], [0.8, 0.3], [0.3, 0.2], [0.4, 0.8], [0, 0], [0, 0.]])
     assert best_unit_precision(acts, labels, 1, 2 / 3) == (1.0, 0)
     assert best_unit_precision(acts, labels, 1, 1.0) == (pytest.approx(3 / 4), 0)  # 0.9 0.8 0.4(−1) 0.3
+    # recall 1/2 needs 2 of 4 positives: keeping down to the 2nd (+ − +) gives 2/3, but going on through a run of
+    # positives (+ − + + +) gives 4/5: the threshold at the need-th positive is not the best one
+    ranked, positives = torch.tensor([[5.0], [4], [3], [2], [1], [0]]), torch.tensor([1, 0, 1, 1, 1, 0])
+    assert best_unit_precision(ranked, positives, 1, 0.5) == (pytest.approx(4 / 5), 0)
+
     text = [list("0123"), list("1213")]
     found = search_codes(torch.tensor([[[3], [4], [3], [4]], [[3], [4], [3], [4]]]), text, r"1[23]$", context=2)
     # code 4 ends "01", "23", "12", "13" (2 of 4 match); code 3 ends "0", "12", "1", "21" (1 of 4)
     assert found.code.tolist() == [4, 3] and found.precision.tolist() == [0.5, 0.25]
     with pytest.raises(ConfigError, match="does not compile"):
         search_codes(torch.zeros(1, 2, 1, dtype=torch.long), [["0", "1"]], "(")
+
+
+def test_matched_neuron_baseline_is_the_best_threshold_by_brute_force():
+    from workbench.hooks.features import best_unit_precision
+
+    g = torch.Generator().manual_seed(0)
+    acts, labels = torch.randn(200, 7, generator=g), torch.randint(0, 3, (200,), generator=g)
+    for recall in (0.1, 0.5, 0.9):
+        brute = 0.0
+        for unit in range(7):
+            order = acts[:, unit].argsort(descending=True)
+            hits = (labels[order] == 1).double().cumsum(0)
+            ok = hits >= math.ceil(recall * int((labels == 1).sum()))
+            brute = max(brute, float((hits / torch.arange(1, 201))[ok].max()))
+        assert best_unit_precision(acts, labels, 1, recall)[0] == pytest.approx(brute)
 
 
 def test_topk_sae_recovers_a_planted_dictionary():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from workbench.config import ConfigError
-from workbench.hooks.expressivity import accuracy_by_source, block_ratio, token_ov
+from workbench.hooks.expressivity import accuracy_by_source, block_ratio, shuffled_block_ratio, token_ov
 from workbench.hooks.svm import AttentionSVM, attention_svm, cosine, kkt_residuals, svm_constraints
 from workbench.models import ModelConfig, build_model
 from workbench.tasks.parity import EQUALS, Parity, ParityConfig
@@ -82,6 +82,9 @@ def test_block_ratio_reads_block_structure_and_token_ov_is_the_product_of_its_we
     blocks = (groups[:, None] == groups[None, :]).float() * 3 - 0.5
     assert block_ratio(blocks, groups) == pytest.approx(2.5 / 0.5)
     assert block_ratio(torch.ones(6, 6), groups) == pytest.approx(1.0)
+    assert shuffled_block_ratio(torch.ones(6, 6), groups) == pytest.approx(1.0)  # any grouping fits a constant
+    planted = torch.arange(100) // 10  # 10 blocks of 10, as the topics experiment has them
+    assert shuffled_block_ratio((planted[:, None] == planted[None, :]).float() * 3 - 0.5, planted) < 1.0
     model = build_model(ModelConfig(n_layers=1, d_model=8, n_heads=1, n_ctx=4, d_vocab=5), seed=0)
     expected = model.embed.weight @ model.W_V[0, 0] @ model.W_O[0, 0] @ model.W_U
     assert torch.allclose(token_ov(model), expected)

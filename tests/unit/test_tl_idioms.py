@@ -79,6 +79,16 @@ def test_cache_decompositions_agree_with_a_manual_one(tokens):
     assert torch.allclose(accumulated[-1], final, atol=1e-6)
 
 
+@pytest.mark.parametrize("attention", ["softmax", "gated"])
+def test_folding_the_norms_keeps_the_function(tokens, attention):
+    model = make(attention=attention)
+    with torch.no_grad():
+        model.blocks[0].ln1.w.mul_(3.0)  # far from 1, so a reader left unfolded (the gate) shows
+    before = model(tokens)
+    model.fold_layer_norm()
+    assert torch.allclose(model(tokens), before, atol=1e-4)
+
+
 def test_logit_attributions_sum_to_the_logits_after_folding_the_norms(tokens):
     model = make()
     before = model(tokens)

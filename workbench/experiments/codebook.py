@@ -204,10 +204,11 @@ class Codebook(Experiment):
         sae_table = sae_table[(sae_table.code < sae.latents) & (sae_table.precision >= STATE_PRECISION)]
         sae_table = sae_table.sort_values("precision", ascending=False).drop_duplicates("label")
         codes = self.eval_state_codes(model, cfg)[layer]
+        neurons = codes.assign(precision=codes.unit_precision)  # each state code's recall-matched best neuron
         losses = self.spliced_losses(model, batch, site, sae)
         span = losses["zero"] - losses["mlp output"]
         rows = [("codes", codes, losses["codes"]), ("SAE latents", sae_table, losses["SAE"]),
-                ("neurons (recall-matched)", codes.assign(precision=codes.unit_precision), None)]
+                ("neurons (recall-matched)", neurons[neurons.precision >= STATE_PRECISION], None)]
         return pd.DataFrame([{"units": name, "states with a unit": len(t),
                               "mean precision": float(t.precision.mean()) if len(t) else 0.0,
                               "mean recall": float(t.recall.mean()) if len(t) else 0.0,
@@ -298,8 +299,9 @@ class Codebook(Experiment):
     @torch.no_grad()
     def swap_jsd(self, model, cfg: CodebookExperimentConfig, batch, tables: dict[int, pd.DataFrame]
                  ) -> float | None:
-        """Force, at positions that complete a state s, every MLP layer's code for another state s′; the JSD of
-        the next-token distribution from s′'s (Bayes) one, relative to the JSD before the swap."""
+        """Force, at positions that complete a state s, every MLP layer's code for another state s′ in place of s's
+        (with k codes active, the other k − 1 stay); the JSD of the next-token distribution from s′'s (Bayes) one,
+        relative to the JSD before the swap."""
         task, g = self.task(cfg), torch.Generator().manual_seed(cfg.eval_seed + 1)
         coded = set.intersection(*(set(t.label) for t in tables.values()))  # states with a code in every layer
         labels = self.state_labels(batch)
@@ -324,10 +326,18 @@ class Codebook(Experiment):
         inputs = batch.inputs[rows].to(device_of(model))
         where_forced = torch.zeros(inputs.shape, dtype=torch.bool)
         where_forced[torch.arange(len(rows)), positions] = True
-        forced = {f"blocks.{layer}.hook_mlp_out": (where_forced, torch.tensor([ids[t] for t in targets]).view(-1, 1, 1))
-                  for layer, ids in code_of.items()}  # one id per forced position: [n group=1 k=1]
+        sites = [f"blocks.{layer}.hook_mlp_out" for layer in code_of]
+        logits, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("codebook.hook_codes"))
+        forced = {}
+        for site, layer in zip(sites, code_of, strict=True):
+            # of the k codes chosen there, s's own is replaced by s′'s (the best-matching one if s's is not chosen)
+            chosen = cache[f"{site}.codebook.hook_codes"][where_forced.to(inputs.device)].cpu()  # [n group=1 k]
+            for i, (source, target) in enumerate(zip(labels[rows, positions].tolist(), targets, strict=True)):
+                slot = (chosen[i, 0] == code_of[layer][source]).nonzero()
+                chosen[i, 0, int(slot[0]) if len(slot) else 0] = code_of[layer][target]
+            forced[site] = (where_forced, chosen)
         at = (torch.arange(len(rows)), positions)
-        before = js_divergence(model(inputs).cpu()[at].softmax(-1), wanted)
+        before = js_divergence(logits.cpu()[at].softmax(-1), wanted)
         with forced_codes(model, forced):
             after = js_divergence(model(inputs).cpu()[at].softmax(-1), wanted)
         return float(after.mean() / before.mean().clamp(min=1e-12))

@@ -35,3 +35,11 @@ def block_ratio(matrix: Float[Tensor, "n n"], groups: Int[Tensor, " n"]) -> floa
     block-structured by group (raw entries, not centred: centring a row fixes the ratio by the group sizes)."""
     same = groups[:, None] == groups[None, :]
     return float(matrix[same].mean() / matrix[~same].abs().mean())
+
+
+def shuffled_block_ratio(matrix: Float[Tensor, "n n"], groups: Int[Tensor, " n"], shuffles: int = 20,
+                         seed: int = 0) -> float:
+    """The largest `block_ratio` over `shuffles` random relabellings of the rows/columns into groups of the same
+    sizes: what a matrix scores on groups it does not follow (a constant offset scores 1 on any grouping)."""
+    g = torch.Generator().manual_seed(seed)
+    return max(block_ratio(matrix, groups[torch.randperm(len(groups), generator=g)]) for _ in range(shuffles))

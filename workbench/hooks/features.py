@@ -59,9 +59,11 @@ def best_unit_precision(activations: Float[Tensor, "N F"], labels: Int[Tensor, "
     need = max(1, math.ceil(recall * total - 1e-9))
     if ranks is None:
         ranks = unit_ranks(activations)
-    # a unit's best threshold for this recall keeps its top tokens down to its need-th positive one
-    last = ranks[positive].kthvalue(need, dim=0).values  # [F]
-    precision = need / (last + 1).double()
+    # The best threshold keeps a unit's top tokens down to one of its positives: the j-th (j ≥ need), at rank r_j,
+    # gives precision j / (r_j + 1). Not monotone in j: a run of positives below the need-th one can raise it.
+    positive_ranks = ranks[positive].sort(dim=0).values  # [P F]
+    kept = torch.arange(1, total + 1, dtype=torch.double)[:, None]
+    precision = (kept / (positive_ranks + 1).double())[need - 1:].amax(0)  # [F]
     best = int(precision.argmax())
     return float(precision[best]), best
 

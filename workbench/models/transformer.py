@@ -564,17 +564,19 @@ class Transformer(HookedRootModule):
         if self.cfg.norm == "none":
             return self
 
-        def fold(norm: Norm, reader: nn.Linear) -> None:
+        def fold(norm: Norm, *readers: nn.Linear) -> None:
+            for reader in readers:
+                if norm.kind == "layer":
+                    reader.bias += reader.weight @ norm.b
+                reader.weight *= norm.w
             if norm.kind == "layer":
-                reader.bias += reader.weight @ norm.b
                 norm.b.zero_()
-            reader.weight *= norm.w
             norm.w.fill_(1.0)
 
         for layer in range(self.cfg.n_layers):
             block = self.inner(layer)
-            if block.attn is not None:
-                fold(block.ln1, block.attn.qkv)
+            if block.attn is not None:  # a gated attention's gate reads the same normed input as q, k, v
+                fold(block.ln1, block.attn.qkv, *([block.attn.gate] if hasattr(block.attn, "gate") else []))
             if block.mlp is not None:
                 fold(block.ln2, block.mlp.fc_in)
         fold(self.ln_final, self.readout[0].linear if len(self.readout) else self.unembed)

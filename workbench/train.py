@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -44,11 +45,11 @@ CHECKPOINT_FORMAT = "workbench-checkpoint-2"  # 2: optimizer state keyed by para
 class TrainConfig(Config):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr · min_lr_ratio")
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     grad_clip: float | None = Field(1.0, gt=0)
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(0, ge=0, description="0: evaluate only at the end")
@@ -164,8 +165,14 @@ class DenseWindows:
     def rewind(self, step: int) -> None:
         """Forget what came after `step` (a resumed run redoes it)."""
         self.evals = {s: e for s, e in self.evals.items() if s <= step}
+        self.pending.mkdir(parents=True, exist_ok=True)
         for window in [w for w in self.windows if w["end"] > step]:
-            self._delete(window["steps"])
+            # its eval comes again; the snapshots up to `step` go back to pending, as the resumed run will not
+            # write them again
+            for s in window["steps"]:
+                if s <= step:
+                    (self.folder / f"step-{s}.safetensors").replace(self.pending / f"step-{s}.safetensors")
+            self._delete([s for s in window["steps"] if s > step])
             self.windows.remove(window)
         for s, path in step_files(self.pending).items():
             if s > step:
@@ -291,12 +298,18 @@ class Trainer:
         hook = self.phases[index].setup
         if setup and hook is not None:
             hook(self.model)
+        # a weight this phase freezes keeps its last gradient otherwise, and clipping would count it
+        self.model.zero_grad(set_to_none=True)
         self.optimizer = self.make_optimizer()
 
     def fit(self, resume: bool = True) -> nn.Module:
         """Train to the end; with `resume`, continue from the run's latest checkpoint if it has one."""
         if resume and self.run is not None and self.run.checkpoints() and self.step == 0:
             self.restore(self.run.checkpoints()[-1])
+        elif self.step == 0 and self.run is not None:  # killed before its first checkpoint: start the log over
+            self.run.truncate_metrics(0)
+            if self.dense is not None:
+                self.dense.rewind(0)
         model = self.model
         model.train()
         bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.progress_bar, leave=False)
@@ -329,7 +342,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # frozen weights hold no gradient
             self.optimizer.step()
             self.step += 1
             self._after_step({k: v.item() for k, v in losses.items()}, lr, bar)

@@ -3,6 +3,7 @@ named loss components, variants (resumed after SIGKILL), phases that insert a mo
 per-layer blocks, looped hooks, batch attention masks, devices."""
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -338,6 +339,16 @@ def test_a_criterion_judged_only_in_full_runs_is_still_measured_and_reported_in_
     assert verdict(quick) and not verdict(full)
     assert far.needs == "≥ 1 (judged in full runs)"
     assert far.check({"m": 0.5})["counts"]  # no mode given: every criterion counts
+
+
+def test_a_metric_made_of_parts_is_nan_when_any_part_is_so_its_criterion_fails():
+    from workbench.experiments.base import Criterion, strict_max, strict_min
+
+    nan = float("nan")
+    assert min([0.9, nan]) == 0.9  # what Python's min does: the NaN is dropped
+    assert math.isnan(strict_min([0.9, nan])) and math.isnan(strict_max([0.1, nan]))
+    assert strict_min([0.9, 0.3]) == 0.3 and strict_max(v for v in (0.9, 0.3)) == 0.9
+    assert not Criterion("all exact", "m", ">=", 0.5, "tests").check({"m": strict_min([0.9, nan])})["passed"]
 
 
 def test_a_variant_run_shows_the_criteria_reading_its_metrics_or_no_variants():

@@ -10,7 +10,7 @@ from workbench.models import ModelConfig, build_model
 from workbench.models.io import load_state, load_weights, save_weights
 from workbench.runs import Run
 from workbench.tasks import BigramLanguage, BigramLanguageConfig, RepeatedTokens, RepeatedTokensConfig
-from workbench.train import TrainConfig, Trainer, TrainingDiverged, lr_at, task_loss
+from workbench.train import Phase, TrainConfig, Trainer, TrainingDiverged, lr_at, task_loss
 
 TASK = RepeatedTokens(RepeatedTokensConfig(d_vocab=16, seq_len=16, min_segment=2, max_segment=7))
 
@@ -166,6 +166,58 @@ def test_dense_windows_resume_as_the_uninterrupted_run(tmp_path):
                 callback=stop_at(55)).fit()
     evaluate = jump_at(50, 10)
     evaluate(None), evaluate(None), evaluate(None), evaluate(None)  # the resumed run evaluates from step 50
+    Trainer(tiny_model(), TASK, cfg, seed=0, run=part, evaluate=evaluate, progress_bar=False).fit()
+    assert list(part.snapshots()) == list(full.snapshots())
+    assert (part.path / "snapshots" / "dense.json").read_text() == (full.path / "snapshots" / "dense.json").read_text()
+
+
+def test_resume_after_a_phase_that_freezes_weights_is_bit_identical(tmp_path):
+    """The frozen weights' last gradients from the phase before must not count in the next phase's clipping:
+    a resumed run has none, so counting them made the two runs clip differently."""
+    def freeze_embedding(model):
+        model.embed.weight.requires_grad_(False)
+
+    def phases():
+        return [Phase("all", TrainConfig(steps=6, batch_size=8, warmup_steps=0, checkpoint_every=3, log_every=1)),
+                Phase("frozen", TrainConfig(steps=6, batch_size=8, warmup_steps=0, checkpoint_every=3, log_every=1,
+                                            grad_clip=0.01), setup=freeze_embedding)]  # clips every step
+
+    full = Trainer(tiny_model(), TASK, phases(), seed=3, progress_bar=False)
+    full.fit()
+    run = Run.create(tmp_path, "p", {}, "smoke", "")
+    with pytest.raises(Interrupt):
+        Trainer(tiny_model(), TASK, phases(), seed=3, run=run, progress_bar=False, callback=stop_at(8)).fit()
+    assert run.checkpoints()[-1].name == "step-6.safetensors"  # where the frozen phase starts
+    resumed = Trainer(tiny_model(), TASK, phases(), seed=3, run=run, progress_bar=False)
+    resumed.fit()
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path):
+    cfg = TrainConfig(steps=12, batch_size=8, warmup_steps=0, checkpoint_every=100, log_every=1)
+    run = Run.create(tmp_path, "k", {}, "smoke", "")
+    with pytest.raises(Interrupt):
+        Trainer(tiny_model(), TASK, cfg, seed=0, run=run, progress_bar=False, callback=stop_at(5)).fit()
+    assert not run.checkpoints() and [r["step"] for r in run.metrics()] == [1, 2, 3, 4, 5]
+    Trainer(tiny_model(), TASK, cfg, seed=0, run=run, progress_bar=False).fit()  # starts over from step 0
+    assert [r["step"] for r in run.metrics()] == list(range(1, 13))
+
+
+def test_dense_windows_resume_from_a_checkpoint_inside_a_kept_window(tmp_path):
+    """The checkpoint (15) lies inside the window (10, 20] the run kept before it was killed (25): the resumed
+    run writes only steps 16–19 again, so 11–15 must survive the rewind."""
+    cfg = TrainConfig(steps=40, batch_size=4, eval_every=10, warmup_steps=0, snapshots=0, dense_windows=1,
+                      checkpoint_every=15, log_every=1)
+    full = Run.create(tmp_path, "full", {}, "smoke", "")
+    Trainer(tiny_model(), TASK, cfg, seed=0, run=full, evaluate=jump_at(20, 10), progress_bar=False).fit()
+    assert list(full.snapshots()) == [0, 10, *range(11, 20), 20, 30, 40]
+    part = Run.create(tmp_path, "part", {}, "smoke", "")
+    with pytest.raises(Interrupt):
+        Trainer(tiny_model(), TASK, cfg, seed=0, run=part, evaluate=jump_at(20, 10), progress_bar=False,
+                callback=stop_at(25)).fit()
+    evaluate = jump_at(20, 10)
+    evaluate(None)  # the resumed run (from step 15) evaluates from step 20
     Trainer(tiny_model(), TASK, cfg, seed=0, run=part, evaluate=evaluate, progress_bar=False).fit()
     assert list(part.snapshots()) == list(full.snapshots())
     assert (part.path / "snapshots" / "dense.json").read_text() == (full.path / "snapshots" / "dense.json").read_text()

@@ -4,6 +4,7 @@ of a saved run (also at a snapshot), and a typed token-id prompt."""
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -72,7 +73,9 @@ def model_picker(keep: Callable[[ModelRef], bool] = lambda ref: True,
         st.stop()
     def order(label: str) -> tuple[bool, bool]:
         return family(models[label].experiment) != "attention", not label.startswith("shipped: induction")
-    return models[st.selectbox("model", sorted(models, key=order))]
+    ref = models[st.selectbox("model", sorted(models, key=order))]
+    forget_if_changed(ref.path)
+    return ref
 
 
 def snapshot_picker(ref: ModelRef, label: str = "snapshot (training step)") -> int | None:
@@ -85,13 +88,41 @@ def snapshot_picker(ref: ModelRef, label: str = "snapshot (training step)") -> i
     return None if step == "final" else int(step)
 
 
+_SEEN: dict[str, tuple[int, ...]] = {}  # each run's version when this server last read it
+
+
+def run_version(path: str | Path) -> tuple[int, ...]:
+    """When a run last changed: the modification times of its folder and of the folders its writes land in.
+    Every write is a rename (atomic writes, checkpoints, `ship` replacing data/EXP whole), so each shows here."""
+    root = Path(path)
+    variants = sorted((root / "variants").glob("*"))
+    folders = [root, root / "checkpoints", root / "snapshots",
+               *variants, *(v / "checkpoints" for v in variants), *(v / "snapshots" for v in variants)]
+    return tuple(f.stat().st_mtime_ns for f in folders if f.is_dir())
+
+
+def forget_if_changed(path: str | Path) -> None:
+    """Clear the caches (keyed by path) when the run at `path` was retrained, resumed or reshipped since this
+    server last read it, so no page shows the old model or its figures."""
+    version, key = run_version(path), str(path)
+    if _SEEN.setdefault(key, version) != version:
+        st.cache_resource.clear()
+        st.cache_data.clear()
+        _SEEN[key] = version
+
+
 @st.cache_resource(show_spinner="loading model…")
 def cached_load(path: str, variant: str | None, step: int | None = None) -> Loaded:
     return load(path, variant=variant, step=step)
 
 
-@st.cache_resource(show_spinner="drawing figures…")
 def cached_figures(path: str) -> dict[str, go.Figure]:
+    forget_if_changed(path)
+    return _figures(path)
+
+
+@st.cache_resource(show_spinner="drawing figures…")
+def _figures(path: str) -> dict[str, go.Figure]:
     return figures(path)
 
 
@@ -112,6 +143,7 @@ def cached_scores_over_training(path: str, variant: str | None) -> pd.DataFrame:
 
 def load_or_stop(ref: ModelRef, step: int | None = None) -> Loaded:
     """The model `ref` points at (its snapshot at `step`), or an error on the page and the page stopped."""
+    forget_if_changed(ref.path)
     try:
         return cached_load(str(ref.path), ref.variant, step)
     except ConfigError as e:

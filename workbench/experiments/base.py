@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -54,6 +55,19 @@ def prefixed(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     """Each variant's metrics under its name, as criteria and `combine_metrics` read them: {"a": {"x": 1}} →
     {"a.x": 1}."""
     return {f"{name}.{key}": value for name, metrics in scores.items() for key, value in metrics.items()}
+
+
+def strict_min(values: Iterable[float]) -> float:
+    """The smallest value, NaN if any is: a metric made of several must not pass a criterion because one part
+    could not be measured (Python's `min` keeps the first item when compared with NaN, so drops a later NaN)."""
+    values = list(values)
+    return float("nan") if any(math.isnan(v) for v in values) else min(values)
+
+
+def strict_max(values: Iterable[float]) -> float:
+    """The largest value, NaN if any is (see `strict_min`)."""
+    values = list(values)
+    return float("nan") if any(math.isnan(v) for v in values) else max(values)
 
 
 def first_step(rows: list[dict], key: str, threshold: float) -> int | None:

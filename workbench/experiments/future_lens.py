@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig, strict_max
 from workbench.hooks.icl import activations, residual_hooks
 from workbench.hooks.probes import softmax_probe_accuracy
 from workbench.models import ModelConfig
@@ -134,7 +134,7 @@ class FutureLens(Experiment):
                     metrics[f"probe_best_layer_{k}"] = float(best["layer"])
         for k in (2, 3):
             metrics[f"probe_margin_{k}"] = metrics[f"probe_best_{k}"] - base[f"trigram_{k}"]
-        metrics["control_margin"] = max(metrics[f"control_best_{k}"] - base[f"trigram_{k}"] for k in (2, 3))
+        metrics["control_margin"] = strict_max(metrics[f"control_best_{k}"] - base[f"trigram_{k}"] for k in (2, 3))
         return metrics
 
     def evaluate_during_training(self, model, cfg: FutureLensConfig) -> dict[str, float]:

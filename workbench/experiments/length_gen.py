@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig, strict_max, strict_min
 from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks.copy import Copy, CopyConfig
@@ -96,10 +96,10 @@ class LengthGen(Experiment):
         metrics = super().evaluate_variants(models, cfg)
         for length in cfg.test_lengths:
             scores = {name: metrics[f"{name}.accuracy.L{length}"] for name in models}
-            metrics[f"min_accuracy.L{length}"] = min(scores.values())
+            metrics[f"min_accuracy.L{length}"] = strict_min(scores.values())
             others = [v for name, v in scores.items() if name != "learned"]
             if "learned" in scores and others:
-                metrics[f"best_other_margin.L{length}"] = max(others) - scores["learned"]
+                metrics[f"best_other_margin.L{length}"] = strict_max(others) - scores["learned"]
         return metrics
 
     @torch.no_grad()

@@ -24,7 +24,7 @@ from workbench.compile.compiler import Compiled, compile_program
 from workbench.compile.grading import exactness, grade_discovery, random_pairs
 from workbench.compile.programs import PROGRAMS
 from workbench.config import Config
-from workbench.experiments.base import Criterion, DeviceConfig, Experiment, ExperimentConfig
+from workbench.experiments.base import Criterion, DeviceConfig, Experiment, ExperimentConfig, strict_max, strict_min
 from workbench.hooks.circuits import METHODS, CircuitGraph
 from workbench.hooks.circuits.grading import found_edges
 from workbench.models import build_model
@@ -134,11 +134,11 @@ class Rasp(Experiment):
         compiled = [n for n in models if not cfg.variant(n).task.trained]
         if not compiled:
             return metrics
-        metrics["compiled_exact"] = min(metrics[f"{n}.exact"] for n in compiled)
+        metrics["compiled_exact"] = strict_min(metrics[f"{n}.exact"] for n in compiled)
         for method in METHODS:
-            metrics[f"{method}.worst"] = min(min(metrics[f"{n}.{method}.precision"], metrics[f"{n}.{method}.recall"])
-                                             for n in compiled)
-        metrics["best_method_worst"] = max(metrics[f"{m}.worst"] for m in METHODS)
+            metrics[f"{method}.worst"] = strict_min(metrics[f"{n}.{method}.{score}"] for n in compiled
+                                                    for score in ("precision", "recall"))
+        metrics["best_method_worst"] = strict_max(metrics[f"{m}.worst"] for m in METHODS)
         return metrics
 
     def figures(self, model, cfg: RaspConfig, run: Run | None = None) -> dict[str, go.Figure]:

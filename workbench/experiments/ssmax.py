@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.device import device_of
-from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
+from workbench.experiments.base import Criterion, Experiment, HeldOutConfig, strict_min
 from workbench.hooks.attention import attention_patterns, pattern_name
 from workbench.hooks.ssmax import max_weight_table
 from workbench.models import ModelConfig
@@ -138,7 +138,7 @@ class SSMax(Experiment):
                                                                                            strict=True)))
         compared = [name for name in ("softmax", "ssmax") if name in models]
         if compared:
-            metrics["min_accuracy_x1"] = min(metrics[f"{name}.accuracy.x1"] for name in compared)
+            metrics["min_accuracy_x1"] = strict_min(metrics[f"{name}.accuracy.x1"] for name in compared)
         if {"softmax", "ssmax"} <= models.keys():
             for factor in cfg.test_factors:
                 metrics[f"ssmax_minus_softmax.x{factor}"] = (metrics[f"ssmax.accuracy.x{factor}"]

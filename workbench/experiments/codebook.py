@@ -326,15 +326,15 @@ class Codebook(Experiment):
         inputs = batch.inputs[rows].to(device_of(model))
         where_forced = torch.zeros(inputs.shape, dtype=torch.bool)
         where_forced[torch.arange(len(rows)), positions] = True
-        sites = [f"blocks.{layer}.hook_mlp_out" for layer in code_of]
         logits, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("codebook.hook_codes"))
-        forced = {}
-        for site, layer in zip(sites, code_of, strict=True):
+        sources, forced = labels[rows, positions].tolist(), {}
+        for layer, ids in code_of.items():
+            site = f"blocks.{layer}.hook_mlp_out"
             # of the k codes chosen there, s's own is replaced by s′'s (the best-matching one if s's is not chosen)
             chosen = cache[f"{site}.codebook.hook_codes"][where_forced.to(inputs.device)].cpu()  # [n group=1 k]
-            for i, (source, target) in enumerate(zip(labels[rows, positions].tolist(), targets, strict=True)):
-                slot = (chosen[i, 0] == code_of[layer][source]).nonzero()
-                chosen[i, 0, int(slot[0]) if len(slot) else 0] = code_of[layer][target]
+            for i, (source, target) in enumerate(zip(sources, targets, strict=True)):
+                slot = (chosen[i, 0] == ids[source]).nonzero()
+                chosen[i, 0, int(slot[0]) if len(slot) else 0] = ids[target]
             forced[site] = (where_forced, chosen)
         at = (torch.arange(len(rows)), positions)
         before = js_divergence(logits.cpu()[at].softmax(-1), wanted)

@@ -80,13 +80,13 @@ class TopicsExperiment(Experiment):
         batch = self.eval_batch(cfg).to(device_of(model))
         logits = model(batch.tokens)[batch.loss_mask]
         targets = batch.targets[batch.loss_mask]
-        groups = self.task(cfg).topic_of()
+        groups, matrix = self.task(cfg).topic_of(), self.value_matrix(model, cfg)
         return {"loss": float(F.cross_entropy(logits, targets)),
                 "accuracy": float((logits.argmax(-1) == targets).float().mean()),
                 # a reader who knew the document's topics could do no better than uniform over their words
                 "topic_oracle_loss": math.log(cfg.task.topics_per_doc * cfg.task.words_per_topic),
-                "block_ratio": block_ratio(self.value_matrix(model, cfg), groups),
-                "shuffled_block_ratio": shuffled_block_ratio(self.value_matrix(model, cfg), groups)}
+                "block_ratio": block_ratio(matrix, groups),
+                "shuffled_block_ratio": shuffled_block_ratio(matrix, groups)}
 
     def run_metrics(self, cfg: TopicsExperimentConfig, run: Run, models=None) -> dict[str, float]:
         """The untrained control's block ratio (seed + 1), reported beside the trained one (near 0: random

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from workbench.config import ConfigError
 from workbench.device import device_of
-from workbench.hooks.circuits.patching import Metric, check_metric, check_pair
+from workbench.hooks.circuits.patching import Metric, check_metric, check_pair, has_attn_or_mlp
 
 # Edge fractions at which MIB draws the faithfulness curve.
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -48,9 +48,8 @@ class Ports:
 
 def _block_parts(model: nn.Module, layer: int) -> tuple[nn.Module | None, bool]:
     block = model.blocks[layer]
-    # a Mamba block declares attn = mlp = None: left out, its corrupted output would leak the clean run
-    if not hasattr(block, "hook_resid_pre") or (getattr(block, "attn", None) is None
-                                                and getattr(block, "mlp", None) is None):
+    # a block left out (Mamba) would let its output carry the clean run past every cut edge
+    if not hasattr(block, "hook_resid_pre") or not has_attn_or_mlp(block):
         raise ConfigError(f"circuit graph: block {layer} ({type(block).__name__}) has no attention or MLP to "
                           "draw edges to (Mamba and looped blocks are not supported)")
     return getattr(block, "attn", None), getattr(block, "mlp", None) is not None

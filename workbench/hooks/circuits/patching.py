@@ -119,6 +119,12 @@ def check_metric(metric: Metric, logits: Tensor) -> float:
     return float(value)
 
 
+def has_attn_or_mlp(block: nn.Module) -> bool:
+    """Whether a block writes through attention or an MLP, the components circuits attribute to (a Mamba block
+    declares attn = mlp = None)."""
+    return getattr(block, "attn", None) is not None or getattr(block, "mlp", None) is not None
+
+
 def check_pair(clean: Tensor, corrupted: Tensor) -> None:
     if clean.shape != corrupted.shape:
         raise ConfigError(f"clean and corrupted prompts must have the same shape [batch pos] (positions are "
@@ -201,8 +207,7 @@ def direct_logit_attribution(model: nn.Module, tokens: Int[Tensor, "batch pos"],
     """What each head, each MLP and the embeddings write directly into logit(correct) − logit(wrong) at `pos`,
     through the final norm's scale on this input; averaged over the batch. With the heads' output biases ("bias")
     and the unembedding's ("unembed bias") the rows sum to the logit difference."""
-    mixers = [i for i, block in enumerate(getattr(model, "blocks", []))
-              if getattr(block, "attn", None) is None and getattr(block, "mlp", None) is None]
+    mixers = [i for i, block in enumerate(getattr(model, "blocks", [])) if not has_attn_or_mlp(block)]
     if mixers:  # their output is in no component, so the rows would not add up
         raise ConfigError(f"direct logit attribution: block {mixers[0]} has no attention or MLP (a Mamba block); "
                           "only attention and MLP outputs are attributed")

@@ -1,5 +1,5 @@
-"""The trainer: AdamW, warmup + cosine, clipping, tqdm, eval callbacks, checkpoints, snapshots, phases,
-resume, NaN guard.
+"""The trainer: AdamW or SGD with momentum, warmup + cosine, clipping, tqdm, eval callbacks, checkpoints,
+snapshots, phases, resume, NaN guard.
 
 Determinism: the model init, the data generator and torch's RNG all derive from one seed; data is
 sampled on the CPU (the same batches on every device) and tasks see the step (curricula). A checkpoint
@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,11 @@ class TrainConfig(Config):
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr · min_lr_ratio")
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw (betas); sgd with momentum, which keeps a gradient's scale: a weight whose "
+        "gradient is small moves slowly, where Adam's per-weight normalisation moves it at full speed")
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd's momentum (adamw uses betas)")
     grad_clip: float | None = Field(1.0, gt=0)
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(0, ge=0, description="0: evaluate only at the end")
@@ -290,6 +294,8 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        if self.cfg.optimizer == "sgd":  # weight decay coupled (L2), as torch's SGD does
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum)
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas)
 
     def enter_phase(self, index: int, setup: bool = True) -> None:

@@ -63,8 +63,10 @@ def noisy_loss(model, batch):
     return task_loss(model, batch) * (1 + 0.5 * torch.rand(()))
 
 
-def test_checkpoint_restore_continues_bit_identically(tmp_path):
-    cfg = TrainConfig(steps=12, batch_size=8, checkpoint_every=5, warmup_steps=2, log_every=1)
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_checkpoint_restore_continues_bit_identically(tmp_path, optimizer):
+    cfg = TrainConfig(steps=12, batch_size=8, checkpoint_every=5, warmup_steps=2, log_every=1, optimizer=optimizer,
+                      lr=1e-3 if optimizer == "adamw" else 0.1)
     full = Trainer(tiny_model(), TASK, cfg, seed=3, run=Run.create(tmp_path, "a", {}, "smoke", ""), progress_bar=False,
                    loss_fn=noisy_loss)
     full.fit()
@@ -74,6 +76,8 @@ def test_checkpoint_restore_continues_bit_identically(tmp_path):
     with pytest.raises(Interrupt):
         part.fit()
     assert part_run.checkpoints()[-1].name == "step-5.safetensors"
+    state = {k.rsplit(".", 1)[1] for k in load_weights(part_run.checkpoints()[-1]) if k.startswith("optim.")}
+    assert state == ({"momentum_buffer"} if optimizer == "sgd" else {"step", "exp_avg", "exp_avg_sq"})
     resumed = Trainer(tiny_model(), TASK, cfg, seed=3, run=part_run, progress_bar=False, loss_fn=noisy_loss)
     torch.manual_seed(12345)  # a disturbed global RNG must not matter: the checkpoint restores it
     resumed.restore(part_run.checkpoints()[-1])

@@ -25,7 +25,24 @@ heads), 0.75 at 17 (three), 0.93 at 22 (all four, each reading both senders). Re
 did not make a sparser model: with weight decay 0.1, ACDC's 8 edges reach 0.14; with 8 heads a layer (257 edges),
 its 25 edges (10%) reach 0.57 and 0.8 takes 38 (15%); with d_model 128, 0.04 at 8 edges (and a weaker previous-token
 head, 0.68); with 12 heads a layer (d_head 16, 529 edges), 0.27 at 52 edges (10%) and 0.8 takes 121; seeds 1 and 2
-of the shipped recipe, 0.05.
+of the shipped recipe, 0.05; d_head 64 with four heads, 0.015.
+
+The optimizer, more than the architecture, spreads the mechanism (`--set train.optimizer=sgd --set train.lr=0.3`,
+momentum 0.9). Adam scales each weight's update to the learning rate whatever its gradient, so a head that lags at
+the phase change still moves at full speed and every layer-1 head becomes an induction head; SGD moves it in
+proportion to its gradient, so the head that leads keeps most of the job. With SGD one layer-1 head, L1H2, restores
+0.73 of the gap alone (with Adam, four heads restore 0.17–0.38 each), and just after the phase change (steps
+820–860) 8 edges reach 0.81–0.84 (the shipped recipe's best snapshot: 0.75). By step 3000 a second key sender (L0H2,
+0.28 of the gap) and a value path through a self-attending layer-0 head (L0H1 → L1H2.v, 0.48) have joined and 8
+edges reach 0.44; the previous-token score is 0.72 and K-composition's top pair is not the one the circuit uses.
+Trained 6000 steps: previous-token 0.78, 8 edges 0.42. With `task.distinct` as well, one induction head restores
+0.94 of the gap alone and four of the five criteria pass (the K-composition pair, ACDC keeping its edge, path
+patching 0.29 and the top sender), 8 edges reach 0.78 and 10 reach 0.8, but the previous-token score is 0.48:
+beyond the first copy nothing trains the head's attention, and SGD leaves it near where it started. Adding
+`task.periodic` (keys at every position), SGD found no induction mechanism in 3000 steps (induction score 0.002);
+with the segment at a random start in an otherwise all-distinct sequence (a throwaway change), the loss was still
+log 63 at step 2400 of 6000; at lr 1.0 it had not moved by step 1560. Adam with ε 1e-4 (a throwaway change) gave
+0.03 at 8 edges.
 
 Over training (`circuit_over_training`, saved with the run): the circuit is sparsest just after the phase change.
 At steps 290–330 one layer-0 head, L0H2, feeds the keys (its key paths carry ~0.53 of the gap, every other head's

@@ -19,12 +19,16 @@ working directory holding `pyproject.toml` or `.git` — else the working direct
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -67,6 +71,34 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux `renameat2(RENAME_EXCHANGE)`, through libc: the standard library
+    has no directory exchange); False where the OS or the file system offers none."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if renameat2 is None:  # not Linux, or glibc < 2.28
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put directory `new` at `target`, replacing any tree there, so a reader of `target` finds the old tree or the
+    new one and never none: an atomic exchange where the OS has one, else two renames."""
+    if target.exists() and exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # it now holds the old tree
+        return
+    old = target.with_name(f".old-{target.name}-{new.name}")
+    if target.exists():
+        os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

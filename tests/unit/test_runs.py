@@ -1,6 +1,10 @@
 import json
+import sys
 
-from workbench.runs import Run, atomic_write, list_runs, read_metrics
+import pytest
+
+from workbench import runs
+from workbench.runs import Run, atomic_write, exchange, list_runs, read_metrics, replace_dir
 
 
 def test_run_directory_layout_and_status(tmp_path):
@@ -71,3 +75,30 @@ def test_home_is_explicit_or_the_current_project(tmp_path, monkeypatch):
     assert data_root() == tmp_path / "elsewhere" / "data"
     monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "r"))
     assert runs_root() == tmp_path / "r"
+
+
+def tree(folder, name: str, text: str):
+    (folder / name).mkdir()
+    (folder / name / "file.txt").write_text(text)
+    return folder / name
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux's")
+def test_exchange_swaps_two_directories_in_one_step(tmp_path):
+    a, b = tree(tmp_path, "a", "A"), tree(tmp_path, "b", "B")
+    assert exchange(a, b)  # tmp file systems on Linux (ext4, tmpfs, overlayfs) all support it
+    assert (a / "file.txt").read_text() == "B" and (b / "file.txt").read_text() == "A"
+    with pytest.raises(FileNotFoundError):
+        exchange(a, tmp_path / "missing")
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_replace_dir_puts_the_new_tree_in_place_and_leaves_nothing_else(tmp_path, monkeypatch, atomic):
+    swaps = []  # exchange's answers; where the OS has none, two renames
+    monkeypatch.setattr(runs, "exchange", lambda a, b: swaps.append(atomic and exchange(a, b)) or swaps[-1])
+    replace_dir(tree(tmp_path, "new", "first"), tmp_path / "target")  # nothing there yet: a plain rename
+    replace_dir(tree(tmp_path, "newer", "second"), tmp_path / "target")
+    assert swaps == [atomic and sys.platform == "linux"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+    assert [p.name for p in (tmp_path / "target").iterdir()] == ["file.txt"]
+    assert (tmp_path / "target" / "file.txt").read_text() == "second"

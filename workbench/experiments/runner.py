@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ from workbench.config import ConfigError, apply_overrides, read_json
 from workbench.experiments import get, names
 from workbench.experiments.base import Experiment, ExperimentConfig, Mode, verdict
 from workbench.models.io import load_state, load_weights, read_metadata, save_weights
-from workbench.runs import Run, RunInfo, atomic_write, data_root, list_runs, runs_root, write_json
+from workbench.runs import Run, RunInfo, atomic_write, data_root, list_runs, replace_dir, runs_root, write_json
 from workbench.train import Progress, checkpoint_info, checkpoint_model_state
 
 # What `ship` copies into data/<experiment>/ (top level and per variant): no resume checkpoints.
@@ -284,7 +283,8 @@ def evaluate_saved(path: str | Path, device: str | None = None) -> dict:
 
 def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed: bool = False) -> Path:
     """Copy a finished run's models, snapshots, metrics, config and result into data/<experiment>/,
-    replacing what was there in one rename. Refuses unfinished runs, and failed ones unless `allow_failed`."""
+    replacing what was there in one step (`replace_dir`). Refuses unfinished runs, and failed ones unless
+    `allow_failed`."""
     run_ = Run(run_dir)
     result = run_.result()
     if result is None:
@@ -306,11 +306,7 @@ def ship(run_dir: str | Path, data_root_: str | Path | None = None, allow_failed
         for name in variants:
             copy_entries(run_.variant(name).path, staging / "variants" / name, SHIPPED_PER_VARIANT + exp.artifacts,
                          keep)
-        old = root / f".old-{target.name}-{staging.name}"
-        if target.exists():
-            os.rename(target, old)
-        os.rename(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -37,12 +37,13 @@ proportion to its gradient, so the head that leads keeps most of the job. With S
 edges reach 0.44; the previous-token score is 0.72 and K-composition's top pair is not the one the circuit uses.
 Trained 6000 steps: previous-token 0.78, 8 edges 0.42. With `task.distinct` as well, one induction head restores
 0.94 of the gap alone and four of the five criteria pass (the K-composition pair, ACDC keeping its edge, path
-patching 0.29 and the top sender), 8 edges reach 0.78 and 10 reach 0.8, but the previous-token score is 0.48:
-beyond the first copy nothing trains the head's attention, and SGD leaves it near where it started. Adding
+patching 0.29 and the top sender), 8 edges reach 0.78 and 10 reach 0.8, but the previous-token score is 0.48
+(0.64 at the queries of the first copy, 0.32 after them; with SGD alone 0.75 and 0.70): SGD sharpens the
+attention only as far as the loss asks, where Adam takes it to 0.93. Adding
 `task.periodic` (keys at every position), SGD found no induction mechanism in 3000 steps (induction score 0.002);
-with the segment at a random start in an otherwise all-distinct sequence (a throwaway change), the loss was still
-log 63 at step 2400 of 6000; at lr 1.0 it had not moved by step 1560. Adam with ε 1e-4 (a throwaway change) gave
-0.03 at 8 edges.
+with the segment at a random start (a throwaway change), no induction head formed in 6000 steps (induction score
+0.05 with fresh tokens around the segment; in an otherwise all-distinct sequence the loss was still log 63 at step
+2400); at lr 1.0 the loss had not moved by step 1560. Adam with ε 1e-4 (a throwaway change) gave 0.03 at 8 edges.
 
 Over training (`circuit_over_training`, saved with the run): the circuit is sparsest just after the phase change.
 At steps 290–330 one layer-0 head, L0H2, feeds the keys (its key paths carry ~0.53 of the gap, every other head's

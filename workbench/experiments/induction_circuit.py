@@ -39,7 +39,11 @@ Trained 6000 steps: previous-token 0.78, 8 edges 0.42. With `task.distinct` as w
 0.94 of the gap alone and four of the five criteria pass (the K-composition pair, ACDC keeping its edge, path
 patching 0.29 and the top sender), 8 edges reach 0.78 and 10 reach 0.8, but the previous-token score is 0.48
 (0.64 at the queries of the first copy, 0.32 after them; with SGD alone 0.75 and 0.70): SGD sharpens the
-attention only as far as the loss asks, where Adam takes it to 0.93. Adding
+attention only as far as the loss asks, where Adam takes it to 0.93. Two phases (a throwaway change: SGD with
+`task.distinct` for 3000 steps, then 1000 Adam steps at lr 3e-4): on the distinct task all five circuit criteria pass
+(8 edges 0.88, 7 reach 0.8; path patching 0.38, the top sender), but the previous-token score stays 0.48, which
+fails the induction experiment; with the Adam phase on the plain task instead, it rises only to 0.55 while the
+circuit spreads again (8 edges 0.29, K-composition's top pair lost). Adding
 `task.periodic` (keys at every position), SGD found no induction mechanism in 3000 steps (induction score 0.002);
 with the segment at a random start (a throwaway change), no induction head formed in 6000 steps (induction score
 0.05 with fresh tokens around the segment; in an otherwise all-distinct sequence the loss was still log 63 at step

@@ -73,9 +73,7 @@ def model_picker(keep: Callable[[ModelRef], bool] = lambda ref: True,
         st.stop()
     def order(label: str) -> tuple[bool, bool]:
         return family(models[label].experiment) != "attention", not label.startswith("shipped: induction")
-    ref = models[st.selectbox("model", sorted(models, key=order))]
-    forget_if_changed(ref.path)
-    return ref
+    return models[st.selectbox("model", sorted(models, key=order))]
 
 
 def snapshot_picker(ref: ModelRef, label: str = "snapshot (training step)") -> int | None:

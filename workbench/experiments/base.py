@@ -57,17 +57,20 @@ def prefixed(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{name}.{key}": value for name, metrics in scores.items() for key, value in metrics.items()}
 
 
+def _nan_or(reduce: Callable[[list[float]], float], values: Iterable[float]) -> float:
+    values = list(values)
+    return float("nan") if any(math.isnan(v) for v in values) else reduce(values)
+
+
 def strict_min(values: Iterable[float]) -> float:
     """The smallest value, NaN if any is: a metric made of several must not pass a criterion because one part
     could not be measured (Python's `min` keeps the first item when compared with NaN, so drops a later NaN)."""
-    values = list(values)
-    return float("nan") if any(math.isnan(v) for v in values) else min(values)
+    return _nan_or(min, values)
 
 
 def strict_max(values: Iterable[float]) -> float:
     """The largest value, NaN if any is (see `strict_min`)."""
-    values = list(values)
-    return float("nan") if any(math.isnan(v) for v in values) else max(values)
+    return _nan_or(max, values)
 
 
 def first_step(rows: list[dict], key: str, threshold: float) -> int | None:

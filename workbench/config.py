@@ -7,6 +7,7 @@ never a silently ignored setting.
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,9 +70,11 @@ def apply_overrides(cfg: C, overrides: dict[str, Any], label: str = "--set") -> 
                     raise ConfigError(f"{label} {dotted}: '{part}' is a value, not a section")
                 continue
             fields = check_key(model_cls, part, dotted, ".".join(parents[:i]), label)
-            annotation = fields[part].annotation
+            annotation = section_type(fields[part].annotation)
             model_cls = annotation if isinstance(annotation, type) and issubclass(annotation, Config) else None
             free = model_cls is None and getattr(annotation, "__origin__", None) is dict
+            if node.get(part) is None and model_cls is not None:
+                raise ConfigError(f"{label} {dotted}: '{part}' is null (off); give it whole, as JSON, to turn it on")
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"{label} {dotted}: '{part}' is a value, not a section")
             node = node[part]
@@ -79,6 +82,12 @@ def apply_overrides(cfg: C, overrides: dict[str, Any], label: str = "--set") -> 
             check_key(model_cls, leaf, dotted, ".".join(parents), label)
         node[leaf] = parse_value(value) if isinstance(value, str) else value
     return type(cfg).parse(data)
+
+
+def section_type(annotation: Any) -> Any:
+    """`X | None` → X for a config section that may be off; any other annotation as it is."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(annotation) else annotation
 
 
 def check_key(model_cls: type[Config] | None, part: str, dotted: str, prefix: str, label: str) -> dict:

@@ -7,8 +7,9 @@ stores the model, the optimizer state keyed by parameter *name* (so inserting mo
 cannot shift it) and every RNG state, so `resume` continues bit-identically.
 
 Phases: training may run in phases (pretrain, then fine-tune with new modules inserted); each phase has
-its own schedule and a `setup(model)` run when it starts. A checkpoint in phase p is restored into a
-model that has had the setups of phases 1..p applied.
+its own schedule and optimizer, a `setup(model)` run when it starts, optionally its own task, and may train
+only some parameters (`TrainConfig.trainable`). A checkpoint in phase p is restored into a model that has had
+the setups of phases 1..p applied.
 
 Snapshots: model-only safetensors at roughly log-spaced steps (`snapshots/step-N.safetensors`), kept
 apart from the pruned resume checkpoints, so figures can be replayed over training. Log-spaced steps are sparse
@@ -55,6 +56,8 @@ class TrainConfig(Config):
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd's momentum (adamw uses betas)")
     grad_clip: float | None = Field(1.0, gt=0)
+    trainable: tuple[str, ...] = Field((), description="parameter-name prefixes this phase trains (e.g. 'blocks.1.'); "
+                                       "the others keep their values through it. Empty: every parameter")
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(0, ge=0, description="0: evaluate only at the end")
     checkpoint_every: int = Field(500, ge=1)
@@ -84,11 +87,13 @@ class Progress:
 @dataclass
 class Phase:
     """A stretch of training with its own schedule; `setup(model)` runs once when the phase starts
-    (e.g. inserting codebooks) and again, before loading, when a run resumes inside or after it."""
+    (e.g. inserting codebooks) and again, before loading, when a run resumes inside or after it. `task`, when
+    given, is what the phase trains on instead of the trainer's task (a curriculum)."""
 
     name: str
     train: TrainConfig
     setup: Callable[[nn.Module], None] | None = None
+    task: Task | None = None
 
 
 def apply_phase_setups(model: nn.Module, phases: list[Phase], step: int | None = None) -> None:
@@ -267,10 +272,11 @@ class Trainer:
         callback: Callable[[Progress], None] | None = None,
         progress_bar: bool = True,
     ):
-        if hasattr(model, "cfg"):
-            check_objective(task, model.cfg)
         self.model, self.task, self.run = model, task, run
         self.phases = [Phase("train", cfg)] if isinstance(cfg, TrainConfig) else list(cfg)
+        if hasattr(model, "cfg"):
+            for each in [task, *(p.task for p in self.phases if p.task is not None)]:
+                check_objective(each, model.cfg)
         self.starts = [sum(p.train.steps for p in self.phases[:i]) for i in range(len(self.phases))]
         self.total = sum(p.train.steps for p in self.phases)
         self.loss_fn = loss_fn or (lambda m, b: task_loss(m, b, task.loss))
@@ -285,6 +291,7 @@ class Trainer:
         torch.manual_seed(seed)
         self.step, self.phase = 0, -1  # no phase entered yet
         self.optimizer: torch.optim.Optimizer | None = None
+        self._frozen: list[nn.Parameter] = []  # frozen by the current phase's `trainable`
 
     @property
     def cfg(self) -> TrainConfig:
@@ -304,9 +311,27 @@ class Trainer:
         hook = self.phases[index].setup
         if setup and hook is not None:
             hook(self.model)
+        self.train_only(self.phases[index].train.trainable, where=f"phase {self.phases[index].name!r}")
         # a weight this phase freezes keeps its last gradient otherwise, and clipping would count it
         self.model.zero_grad(set_to_none=True)
         self.optimizer = self.make_optimizer()
+
+    def train_only(self, prefixes: tuple[str, ...], where: str = "train") -> None:
+        """Freeze every parameter outside `prefixes` (empty: none) for the phase; those an earlier phase froze
+        this way learn again. A setup's own freezing (`requires_grad_`) is left alone."""
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
+        if not prefixes:
+            return
+        named = dict(self.model.named_parameters())
+        for prefix in prefixes:
+            if not any(name.startswith(prefix) for name in named):
+                raise ConfigError(f"{where}: trainable prefix {prefix!r} matches no parameter of the model "
+                                  f"(names look like {next(iter(named))!r})")
+        self._frozen = [p for name, p in named.items() if p.requires_grad and not name.startswith(prefixes)]
+        for p in self._frozen:
+            p.requires_grad_(False)
 
     def fit(self, resume: bool = True) -> nn.Module:
         """Train to the end; with `resume`, continue from the run's latest checkpoint if it has one."""
@@ -323,6 +348,7 @@ class Trainer:
             self._loop(bar)
         finally:
             bar.close()  # also on errors, so the error message gets a clean line
+            self.train_only(())  # the trained model's gradients flow as a loaded one's do (LLC, attribution)
         model.eval()
         return model
 
@@ -339,7 +365,8 @@ class Trainer:
             lr = lr_at(self.step - self.starts[self.phase], cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            batch = self.task.sample(cfg.batch_size, self.generator, step=self.step).to(device)
+            task = self.phases[self.phase].task or self.task
+            batch = task.sample(cfg.batch_size, self.generator, step=self.step).to(device)
             losses = self.loss_fn(model, batch)
             losses = losses if isinstance(losses, dict) else {"loss": losses}
             loss = losses["loss"]

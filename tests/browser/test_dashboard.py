@@ -220,14 +220,14 @@ def test_circuits_page_shows_a_compiled_models_true_circuit_beside_the_found_one
 def test_dynamics_step_slider_changes_the_attention_map(server, page):
     page.goto(f"{server}/dynamics")
     title = plot_title("layer ")
-    page.wait_for_function(f"() => ({title})().includes('at step 3000')", timeout=TIMEOUT)
+    page.wait_for_function(f"() => ({title})().includes('at step 2500')", timeout=TIMEOUT)
     wait_for_render(page)
     assert_clean(page)
     slider = page.get_by_role("slider")
     slider.focus()
     for _ in range(8):  # back through the late log-spaced snapshots into the dense window where the head forms
         page.keyboard.press("ArrowLeft")
-    page.wait_for_function(f"() => ({title})().includes('at step ') && !({title})().includes('at step 3000')",
+    page.wait_for_function(f"() => ({title})().includes('at step ') && !({title})().includes('at step 2500')",
                            timeout=TIMEOUT)
     wait_for_render(page)
     assert_clean(page)
@@ -285,7 +285,7 @@ def test_cancel_stops_a_run_from_the_experiment_page(server, runs_dir, page):
     page.goto(f"{server}/experiment?experiment=induction")
     page.get_by_role("tab", name="Run it").click()
     page.get_by_role("button", name="Run").click()  # quick: minutes, unless cancelled
-    page.get_by_text(re.compile(r"step \d+/3000")).wait_for(timeout=TIMEOUT)  # training, well before step 500
+    page.get_by_text(re.compile(r"step \d+/2500")).wait_for(timeout=TIMEOUT)  # training, well before step 500
     page.get_by_role("button", name="Cancel").click()
     page.get_by_text("Training was cancelled").wait_for(timeout=TIMEOUT)
     wait_for_render(page)

@@ -43,7 +43,7 @@ def test_bad_input_in_a_real_process_exits_2_with_one_line(tmp_path):
 
 
 def test_circuit_discovers_on_the_shipped_induction_model():
-    out = workbench("circuit", "data/induction-circuit", "--method", "acdc", "--pairs", "4", "--path", "L0H2:L1H0.k",
+    out = workbench("circuit", "data/induction-circuit", "--method", "acdc", "--pairs", "4", "--path", "L0H2:L1H1.k",
                     "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -51,7 +51,7 @@ def test_circuit_discovers_on_the_shipped_induction_model():
     curve = result["curve"]
     assert curve[0]["edges"] == 0 and curve[-1]["edges"] == 81
     assert curve[-1]["faithfulness"] == pytest.approx(1.0, abs=1e-4)  # the full graph is the clean run
-    assert 0 < result["cpr"] <= 1.05 and result["path_patching"]["L0H2:L1H0.k"] > 0
+    assert 0 < result["cpr"] <= 1.05 and result["path_patching"]["L0H2:L1H1.k"] > 0
 
 
 def test_notebooks_help_documents_every_flag(capsys):

@@ -8,7 +8,6 @@ from workbench import experiments
 from workbench.experiments.runner import run
 
 NOT_YET = {"looped": "learns, but error at 2b loops is 1.8x that at b (README: In-context learning)",
-           "induction-circuit": "faithfulness at 10 % of edges is 0.13, not 0.8 (README: Circuits)",
            "no-op-heads": "clipped softmax lowers the residual ∞-norm 1.24x, not 1.3x (README: Attention variants)",
            "icl-mixture": "1.9x / 3.2x / 8.1x each class's optimum, not 1.3x (README: More phenomena)"}
 

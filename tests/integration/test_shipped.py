@@ -14,7 +14,7 @@ DATA_ROOT = data_root()
 # result.json marks a shipped run (a run with variants keeps its models under variants/<name>/)
 SHIPPED = [name for name in experiments.names() if (DATA_ROOT / name / "result.json").exists()]
 # shipped although a criterion fails; the README and the experiment's docstring say which
-NOT_YET = {"looped", "induction-circuit", "no-op-heads", "icl-mixture"}
+NOT_YET = {"looped", "no-op-heads", "icl-mixture"}
 
 
 def test_foundation_experiment_is_shipped():

@@ -36,6 +36,17 @@ def test_overrides_are_typed_and_validated():
         parse_overrides(["model.n_layers"])
 
 
+def test_overrides_reach_inside_a_section_that_may_be_off():
+    cfg = experiments.get("induction").config("quick")
+    assert apply_overrides(cfg, {"retrain.lr": "0.1"}).retrain.lr == 0.1
+    with pytest.raises(ConfigError, match="unknown key 'lrr' in 'retrain'"):
+        apply_overrides(cfg, {"retrain.lrr": "0.1"})
+    off = apply_overrides(cfg, {"retrain": "null"})
+    assert off.retrain is None and len(experiments.get("induction").phases(off)) == 1
+    with pytest.raises(ConfigError, match="'retrain' is null"):
+        apply_overrides(off, {"retrain.lr": "0.1"})
+
+
 def test_config_json_round_trip():
     for name in experiments.names():
         exp = experiments.get(name)

@@ -198,6 +198,70 @@ def test_resume_after_a_phase_that_freezes_weights_is_bit_identical(tmp_path):
         assert torch.equal(a, b), k
 
 
+def retrain_block_phases(prefix: str = "blocks.0."):
+    """Train everything, then re-initialise `prefix` and train it alone (the induction experiment's recipe)."""
+    step = {"batch_size": 8, "warmup_steps": 0, "checkpoint_every": 3, "log_every": 1}
+    return [Phase("all", TrainConfig(steps=6, **step)),
+            Phase("retrain", TrainConfig(steps=6, optimizer="sgd", lr=0.1, trainable=(prefix,), **step),
+                  setup=lambda model: model.reinit((prefix,)))]
+
+
+def test_a_phase_with_trainable_prefixes_trains_only_them_and_resumes_bit_identically(tmp_path):
+    full = Trainer(tiny_model(), TASK, retrain_block_phases(), seed=3, progress_bar=False,
+                   callback=lambda p: p.step == 6 and stash.update(
+                       {k: v.clone() for k, v in full.model.state_dict().items()}))
+    stash = {}
+    full.fit()
+    after = full.model.state_dict()
+    for name, value in after.items():
+        moved = not torch.equal(stash[name], value)
+        assert moved == name.startswith("blocks.0."), name  # the rest kept its step-6 values
+    assert all(p.requires_grad for p in full.model.parameters())  # the freeze lasts only for the phase
+    run = Run.create(tmp_path, "r", {}, "smoke", "")
+    with pytest.raises(Interrupt):
+        Trainer(tiny_model(), TASK, retrain_block_phases(), seed=3, run=run, progress_bar=False,
+                callback=stop_at(10)).fit()
+    assert run.checkpoints()[-1].name == "step-9.safetensors"  # inside the retrain phase
+    resumed = Trainer(tiny_model(), TASK, retrain_block_phases(), seed=3, run=run, progress_bar=False)
+    torch.manual_seed(12345)
+    resumed.fit()
+    for (k, a), b in zip(after.items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_a_phase_with_its_own_task_trains_on_it():
+    shorter = RepeatedTokens(RepeatedTokensConfig(d_vocab=16, seq_len=12, min_segment=2, max_segment=5))
+    lengths = []
+
+    def recording_loss(model, batch):
+        lengths.append(batch.inputs.shape[1])
+        return task_loss(model, batch)
+
+    phases = [Phase("first", TrainConfig(steps=3, batch_size=4, warmup_steps=0)),
+              Phase("second", TrainConfig(steps=2, batch_size=4, warmup_steps=0), task=shorter)]
+    Trainer(tiny_model(), TASK, phases, seed=0, progress_bar=False, loss_fn=recording_loss).fit()
+    assert lengths == [16, 16, 16, 12, 12]
+
+
+def test_reinit_draws_fresh_values_for_the_named_parameters_only():
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    model.reinit(("blocks.0.attn.",))
+    for name, value in model.state_dict().items():
+        fresh = name.startswith("blocks.0.attn.") and name.endswith("weight")  # biases start at zero either way
+        assert torch.equal(before[name], value) != fresh, name
+    assert float(model.get_parameter("blocks.0.attn.qkv.weight").std()) == pytest.approx(model.cfg.init_std, rel=0.2)
+    with pytest.raises(ConfigError, match="match no parameter"):
+        model.reinit(("blocks.7.",))
+
+
+def test_a_trainable_prefix_that_matches_nothing_names_the_phase():
+    with pytest.raises(ConfigError, match="phase 'retrain': trainable prefix 'block.0.' matches no parameter"):
+        Trainer(tiny_model(), TASK, [Phase("retrain", TrainConfig(steps=2, trainable=("block.0.",)))], seed=3,
+                progress_bar=False).fit()
+
+
 def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path):
     cfg = TrainConfig(steps=12, batch_size=8, warmup_steps=0, checkpoint_every=100, log_every=1)
     run = Run.create(tmp_path, "k", {}, "smoke", "")

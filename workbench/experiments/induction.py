@@ -3,6 +3,12 @@
 Claim: a 2-layer attention-only transformer trained on sequences with repeated random segments
 forms a previous-token head in layer 0 and an induction head in layer 1 that attends from token i
 to the token after the previous occurrence of i; with it, the loss on the repeated half collapses.
+
+Two phases. The first is Olsson et al.'s: AdamW on repeated random segments; both heads form near step 250. Adam
+makes all four layer-1 heads induction heads, though, each doing part of the job, which no small circuit can
+capture (see `induction-circuit`). So `retrain` then re-initialises layer 1 and trains it alone with SGD on segments
+with no repeated token: layer 0 keeps its previous-token head and one layer-1 head takes the whole job, forming
+again near step 1430. `--set retrain=null` trains the first phase only.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from workbench.hooks.attention import attention_patterns, best_head, head_scores
 from workbench.models import ModelConfig
 from workbench.runs import Run
 from workbench.tasks import RepeatedTokens, RepeatedTokensConfig
-from workbench.train import TrainConfig, position_losses
+from workbench.train import Phase, TrainConfig, position_losses
 from workbench.viz import attention_heatmap, head_score_grid, loss_by_position, training_curves
 
 PAPER = "Olsson et al. 2022, In-context Learning and Induction Heads"
@@ -29,14 +35,29 @@ class InductionConfig(HeldOutConfig):
     task: RepeatedTokensConfig = RepeatedTokensConfig()
     # dense_windows: the head forms within ~100 steps (near step 250), so that interval keeps a snapshot every
     # 10 steps and the step slider shows it forming
-    train: TrainConfig = TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=100,
-                                     dense_windows=2)
+    train: TrainConfig = TrainConfig(steps=1000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=100,
+                                     dense_windows=3)
+    # Adam forms a sharp previous-token head but makes every layer-1 head an induction head, each doing part of the
+    # job. Re-initialising layer 1 and training it alone with SGD, whose steps follow the gradient's size, leaves
+    # the job to one head (see `induction-circuit`). None: the one Adam phase of Olsson et al.
+    retrain: TrainConfig | None = Field(
+        TrainConfig(steps=1500, batch_size=64, optimizer="sgd", lr=0.3, warmup_steps=100, eval_every=100,
+                    trainable=("blocks.1.",)),
+        description="a second phase: re-initialise the parameters named by retrain.trainable and train them alone")
+    retrain_distinct: bool = Field(True, description="the retrain phase draws segments without repeats "
+                                   "(task.distinct): with accidental repeats to tell apart, more heads join in")
     eval_batch: int = Field(256, ge=1, description="sequences used to score heads and losses")
 
     @model_validator(mode="after")
     def _fits_model(self) -> InductionConfig:
         if self.task.d_vocab > self.model.d_vocab:
             raise ValueError(f"task.d_vocab={self.task.d_vocab} exceeds model.d_vocab={self.model.d_vocab}")
+        if self.retrain is not None and self.retrain_distinct and self.task.max_segment > self.task.d_vocab - 1:
+            raise ValueError(f"retrain_distinct: task.max_segment={self.task.max_segment} exceeds the "
+                             f"{self.task.d_vocab - 1} non-BOS tokens; set retrain_distinct=false")
+        if self.retrain is not None and not self.retrain.trainable:
+            raise ValueError("retrain.trainable is empty: name the parameters to re-initialise and train, e.g. "
+                             "['blocks.1.'] (or set retrain to null for one phase)")
         return self
 
 
@@ -47,7 +68,8 @@ class Induction(Experiment):
     claim = "A previous-token head and, above it, an induction head form; the loss on the repeat collapses."
     Config = InductionConfig
     presets = {
-        "smoke": {"train.steps": 30, "train.batch_size": 16, "train.eval_every": 10, "eval_batch": 32},
+        "smoke": {"train.steps": 30, "train.batch_size": 16, "train.eval_every": 10, "eval_batch": 32,
+                  "retrain.steps": 20, "retrain.batch_size": 16, "retrain.eval_every": 10},
         "quick": {},
         "full": {"model.d_model": 128, "train.steps": 4000, "task.seq_len": 128, "model.n_ctx": 128,
                  "task.max_segment": 63},
@@ -60,6 +82,14 @@ class Induction(Experiment):
 
     def task(self, cfg: InductionConfig) -> RepeatedTokens:
         return RepeatedTokens(cfg.task)
+
+    def phases(self, cfg: InductionConfig) -> list[Phase]:
+        first = Phase("train", cfg.train)
+        if cfg.retrain is None:
+            return [first]
+        task = RepeatedTokens(cfg.task.model_copy(update={"distinct": True})) if cfg.retrain_distinct else None
+        return [first, Phase("retrain", cfg.retrain, setup=lambda model: model.reinit(cfg.retrain.trainable),
+                             task=task)]
 
     def eval_batch(self, cfg: InductionConfig, segment: int | None = None):
         """Held-out data: the training distribution of segment lengths, or `BOS r r` at one `segment`."""

@@ -20,6 +20,7 @@ from workbench.experiments.induction import Induction, InductionConfig
 from workbench.hooks.order import arrange, order_sensitivity, suffix_logits
 from workbench.runs import Run
 from workbench.tasks.base import set_prompt
+from workbench.train import TrainConfig
 from workbench.viz import LAYOUT, attention_heatmap
 
 PAPER = "McIlroy et al. 2024, Order-Independence Without Fine Tuning (set-based prompting)"
@@ -29,6 +30,7 @@ class SetPromptingConfig(InductionConfig):
     members: int = Field(3, ge=2, le=5, description="items in the set (every order is tried: members! orders)")
     member_len: int = Field(6, ge=3, description="tokens per member")
     prompts: int = Field(64, ge=1, description="prompts evaluated")
+    retrain: TrainConfig | None = None  # the claim needs an induction model, not one with a concentrated circuit
 
 
 class SetPrompting(Induction):
@@ -38,7 +40,8 @@ class SetPrompting(Induction):
     claim = "With the set mask and shared positions, every order of a set's members gives the same output."
     Config = SetPromptingConfig
     presets = {
-        "smoke": {**Induction.presets["smoke"], "prompts": 4},
+        "smoke": {**{k: v for k, v in Induction.presets["smoke"].items() if not k.startswith("retrain.")},
+                  "prompts": 4},
         "quick": {"train.steps": 1000},
         "full": {"train.steps": 3000},
     }

@@ -312,6 +312,17 @@ class Transformer(HookedRootModule):
             if isinstance(module, Looped) and module.halt is not None:
                 nn.init.constant_(module.halt.bias, self.cfg.halt_bias)
 
+    def reinit(self, prefixes: tuple[str, ...]) -> None:
+        """Give the parameters whose names start with `prefixes` fresh values, drawn as at construction
+        (from the global RNG, so a run that resumes draws the same ones)."""
+        fresh = type(self)(self.cfg).state_dict()
+        matched = [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
+        if not matched:
+            raise ConfigError(f"reinit: {list(prefixes)} match no parameter of the model")
+        with torch.no_grad():
+            for name in matched:
+                self.get_parameter(name).copy_(fresh[name])
+
     @property
     def device(self) -> torch.device:
         return device_of(self)

@@ -69,10 +69,10 @@ def test_attention_page_head_selector_changes_the_figure(server, page):
     wait_for_render(page)
     assert_clean(page)
     before = heatmap_state(page)
-    assert before and "head 0" in before
-    choose(page, "head", "1")
+    assert before and "layer 1 head 1" in before  # opens on the shipped model's induction head
+    choose(page, "head", "0")
     page.wait_for_function("(old) => { const p = document.querySelector('.js-plotly-plot');"
-                           " return p && p.layout.title.text.includes('head 1'); }", arg=before, timeout=TIMEOUT)
+                           " return p && p.layout.title.text.includes('head 0'); }", arg=before, timeout=TIMEOUT)
     after = heatmap_state(page)
     assert after != before
     assert_clean(page)
@@ -248,9 +248,9 @@ def test_all_heads_view_highlights_what_a_hovered_token_attends_to(server, page)
     assert tokens.nth(hovered).inner_text() == tokens.nth(hovered - segment).inner_text()
     assert tokens.evaluate_all("spans => spans.every(s => !s.style.background)")
     tokens.nth(hovered).hover()
-    alphas = tokens.evaluate_all(
+    alphas = tokens.evaluate_all(  # an opaque colour (all attention on one token) reads rgb(…), not rgba(…)
         "spans => spans.map(s => { const m = s.style.background.match(/rgba\\([^)]*,\\s*([0-9.]+)\\)/);"
-        " return m ? parseFloat(m[1]) : 0; })")
+        " return m ? parseFloat(m[1]) : s.style.background.startsWith('rgb(') ? 1 : 0; })")
     assert max(range(len(alphas)), key=alphas.__getitem__) == hovered - segment + 1, alphas
     assert_clean(page)
 

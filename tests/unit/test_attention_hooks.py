@@ -146,6 +146,11 @@ def test_all_heads_view_is_self_contained_and_carries_every_head():
     assert torch.allclose(torch.tensor(payload["p"]) / 1000, stacked, atol=5e-4)
     with pytest.raises(ValueError, match="8×8 but there are 3 tokens"):
         all_heads(stacked, ["a", "b", "c"])
+    assert payload["sel"] == [1, 0]  # the last layer's first head unless told
+    chosen = all_heads(stacked, list("abcdefgh"), layers, selected=(0, 2))
+    assert json.loads(re.search(r"const root = [^,]+, D = (\{.*?\});\n", chosen.html).group(1))["sel"] == [0, 2]
+    with pytest.raises(ValueError, match=r"selected=\(1, 3\) is not a head here"):
+        all_heads(stacked, list("abcdefgh"), layers, selected=(1, 3))
 
 
 def test_offset_profile_finds_each_head_s_offset():
@@ -158,3 +163,15 @@ def test_offset_profile_finds_each_head_s_offset():
     assert profile.loc[0].tolist() == pytest.approx([1 / 6, 5 / 5, 0, 0])  # q=0 attends to itself (BOS)
     assert profile.loc[1].tolist() == pytest.approx([1 / 6, 1 / 5, 4 / 4, 0])  # q=1 attends to BOS, 1 back
     assert offset_profile(torch.stack(back)[None], max_offset=20).columns[-1] == pos - 1
+
+
+def test_best_head_takes_the_highest_score_and_the_first_head_when_none_scores():
+    import pandas as pd
+
+    from workbench.hooks.attention import HeadScore, best_head
+
+    scores = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "s": [0.9, 0.1, 0.2, 0.7],
+                           "none": [float("nan")] * 4})
+    assert best_head(scores, "s", 1) == HeadScore(1, 1, 0.7) and best_head(scores, "s", [0, 1]).value == 0.9
+    empty = best_head(scores, "none", 1)
+    assert (empty.layer, empty.head) == (1, 0) and empty.value != empty.value  # nan

@@ -174,10 +174,11 @@ class HeadScore(NamedTuple):
 
 
 def best_head(scores: pd.DataFrame, score: str, layers: int | Iterable[int]) -> HeadScore:
-    """The (layer, head) among `layers` with the highest `score`, and that score."""
+    """The (layer, head) among `layers` with the highest `score`, and that score; the first head, scoring nan,
+    when no head has one (e.g. an induction score on a prompt that repeats no token)."""
     layers = [layers] if isinstance(layers, int) else list(layers)
     rows = scores[scores.layer.isin(layers)]
     if rows.empty:
         raise ValueError(f"no scores for layers {layers}; layers present: {sorted(scores.layer.unique())}")
-    best = rows.loc[rows[score].idxmax()]
+    best = rows.iloc[0] if rows[score].isna().all() else rows.loc[rows[score].idxmax()]
     return HeadScore(int(best["layer"]), int(best["head"]), float(best[score]))

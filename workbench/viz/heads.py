@@ -35,7 +35,7 @@ SCRIPT = """
 (function () {
   const root = document.getElementById("ID"), D = DATA;
   const L = D.p.length, H = D.p[0].length, N = D.tokens.length;
-  let sel = [D.layers.length - 1, 0], hover = null;
+  let sel = D.sel, hover = null;
   const w = (l, h, q, k) => D.p[l][h][q][k] / 1000;
   function draw(canvas, l, h, size, big) {
     const c = canvas.getContext("2d"), cell = size / N;
@@ -115,17 +115,22 @@ SCRIPT = """
 
 
 def all_heads(patterns: Float[Tensor, "layer head q k"], tokens: Sequence[str], layers: Sequence[int] | None = None,
-              boundary: int | None = None, thumb: int = 112) -> AllHeads:
+              boundary: int | None = None, thumb: int = 112, selected: tuple[int, int] | None = None) -> AllHeads:
     """Every head's attention pattern on one prompt as a thumbnail grid with a hoverable token strip; `tokens`
     are the prompt's token names, `layers` the model layers the patterns come from, `boundary` the position
-    where a repeat starts (marked)."""
-    n_layers, _, n_q, n_k = patterns.shape
+    where a repeat starts (marked), `selected` the (layer, head) enlarged first (default: the last layer's head 0)."""
+    n_layers, n_heads, n_q, n_k = patterns.shape
     if n_q != n_k or n_q != len(tokens):
         raise ValueError(f"all_heads: patterns are {n_q}×{n_k} but there are {len(tokens)} tokens")
+    layers = list(layers if layers is not None else range(n_layers))
+    layer, head = selected if selected is not None else (layers[-1], 0)
+    if layer not in layers or not 0 <= head < n_heads:
+        raise ValueError(f"all_heads: selected=({layer}, {head}) is not a head here (layers {layers}, "
+                         f"{n_heads} heads each)")
     element = f"wb-heads-{uuid.uuid4().hex[:8]}"
     big = max(240, min(480, 8 * n_q))
     data = {"p": (patterns.detach().float().cpu().clamp(0, 1) * 1000).round().int().tolist(),
-            "tokens": [str(t) for t in tokens], "layers": list(layers if layers is not None else range(n_layers)),
+            "tokens": [str(t) for t in tokens], "layers": layers, "sel": [layers.index(layer), head],
             "boundary": boundary, "thumb": thumb, "big": big}
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")  # "</" would end the script early
     page = (f'<div id="{element}" class="wb-heads"><style>{STYLE.replace("ID", element)}</style>'

@@ -3,7 +3,14 @@
 import streamlit as st
 
 from workbench.dashboard.common import load_or_stop, model_picker, typed_prompt
-from workbench.hooks.attention import attention_layers, attention_patterns, head_scores, repeat_start, stacked_patterns
+from workbench.hooks.attention import (
+    attention_layers,
+    attention_patterns,
+    best_head,
+    head_scores,
+    repeat_start,
+    stacked_patterns,
+)
 from workbench.viz import attention_heatmap, head_score_grid
 from workbench.viz.heads import all_heads
 
@@ -32,14 +39,17 @@ st.caption("Hover a token: the enlarged head colours what it attends to (blue) a
            "(orange); every thumbnail marks its row. Click a thumbnail to enlarge that head. An orange line marks "
            "where the repeat starts.")
 _, stacked = stacked_patterns(model, tokens)
+table = head_scores(model, tokens)
+# open on the last layer's most induction-like head (vector inputs repeat no tokens: its most previous-token one)
+best = best_head(table, "previous_token" if real_valued else "generalised_induction", layers[-1])
 view = all_heads(stacked, labels if labels is not None else list(map(str, range(tokens.shape[1]))), layers,
-                 None if real_valued else repeat_start(tokens[0]))
+                 None if real_valued else repeat_start(tokens[0]), selected=(best.layer, best.head))
 st.iframe(view.html, height=view.height)
 
 st.subheader("One head")
 left, right = st.columns(2)
-layer = left.selectbox("layer", layers, index=len(layers) - 1)
-head = right.selectbox("head", range(model.cfg.n_heads))
+layer = left.selectbox("layer", layers, index=layers.index(best.layer))
+head = right.selectbox("head", range(model.cfg.n_heads), index=best.head)
 pattern = attention_patterns(model, tokens, [layer])[layer][0, head]
 st.plotly_chart(attention_heatmap(pattern, labels, f"layer {layer} head {head}"), key="pattern")
 
@@ -47,6 +57,5 @@ st.subheader("Head scores on this prompt")
 st.caption("On a typed or sampled prompt the segment length is unknown, so the induction score here is the "
            "generalised one (mass on the token after *any* earlier occurrence); the experiment reports the "
            "standard stripe score on `BOS r r`.")
-table = head_scores(model, tokens)
 score = st.selectbox("score", [c for c in table.columns if c not in ("layer", "head")])
 st.plotly_chart(head_score_grid(table, score), key="scores")

@@ -33,8 +33,8 @@ class InductionConfig(HeldOutConfig):
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=0, n_ctx=64, d_vocab=64,
                                      positional="rotary")
     task: RepeatedTokensConfig = RepeatedTokensConfig()
-    # dense_windows: the head forms within ~100 steps (near step 250), so that interval keeps a snapshot every
-    # 10 steps and the step slider shows it forming
+    # dense_windows: the heads form within ~100 steps (near step 250), as does the retrained one (near 1430), with
+    # the re-initialisation between: those intervals keep a snapshot every 10 steps, so the step slider shows them
     train: TrainConfig = TrainConfig(steps=1000, batch_size=64, lr=1e-3, warmup_steps=100, eval_every=100,
                                      dense_windows=3)
     # Adam forms a sharp previous-token head but makes every layer-1 head an induction head, each doing part of the

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import Config, ConfigError
 from workbench.device import device_of
-from workbench.models.io import load_state, load_weights, read_metadata, save_weights
+from workbench.models.io import load_state, load_weights, parameters_named, read_metadata, save_weights
 from workbench.runs import Run, step_files
 from workbench.tasks.base import Batch, LossName, Task, check_objective
 
@@ -324,12 +324,8 @@ class Trainer:
         self._frozen = []
         if not prefixes:
             return
-        named = dict(self.model.named_parameters())
-        for prefix in prefixes:
-            if not any(name.startswith(prefix) for name in named):
-                raise ConfigError(f"{where}: trainable prefix {prefix!r} matches no parameter of the model "
-                                  f"(names look like {next(iter(named))!r})")
-        self._frozen = [p for name, p in named.items() if p.requires_grad and not name.startswith(prefixes)]
+        trained = parameters_named(self.model, prefixes, f"{where}: trainable")
+        self._frozen = [p for name, p in self.model.named_parameters() if p.requires_grad and name not in trained]
         for p in self._frozen:
             p.requires_grad_(False)
 

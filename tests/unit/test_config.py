@@ -45,6 +45,10 @@ def test_overrides_reach_inside_a_section_that_may_be_off():
     assert off.retrain is None and len(experiments.get("induction").phases(off)) == 1
     with pytest.raises(ConfigError, match="'retrain' is null"):
         apply_overrides(off, {"retrain.lr": "0.1"})
+    small = {"task.d_vocab": "16", "model.d_vocab": "16"}  # too few tokens for a distinct 31-token segment
+    with pytest.raises(ConfigError, match="retrain_distinct: task.distinct: task.max_segment=31 exceeds the 15 "):
+        apply_overrides(cfg, small)
+    assert not apply_overrides(cfg, {**small, "retrain_distinct": "false"}).retrain_task().distinct
 
 
 def test_config_json_round_trip():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from workbench.device import device_of
 from workbench.experiments.base import Criterion, Experiment, HeldOutConfig
@@ -52,13 +52,21 @@ class InductionConfig(HeldOutConfig):
     def _fits_model(self) -> InductionConfig:
         if self.task.d_vocab > self.model.d_vocab:
             raise ValueError(f"task.d_vocab={self.task.d_vocab} exceeds model.d_vocab={self.model.d_vocab}")
-        if self.retrain is not None and self.retrain_distinct and self.task.max_segment > self.task.d_vocab - 1:
-            raise ValueError(f"retrain_distinct: task.max_segment={self.task.max_segment} exceeds the "
-                             f"{self.task.d_vocab - 1} non-BOS tokens; set retrain_distinct=false")
+        if self.retrain is not None and self.retrain_distinct:
+            try:  # the task's own check of distinct segments
+                self.retrain_task()
+            except ValidationError as e:
+                raise ValueError(f"retrain_distinct: {e.errors()[0]['msg'].removeprefix('Value error, ')}; "
+                                 "set retrain_distinct=false") from None
         if self.retrain is not None and not self.retrain.trainable:
             raise ValueError("retrain.trainable is empty: name the parameters to re-initialise and train, e.g. "
                              "['blocks.1.'] (or set retrain to null for one phase)")
         return self
+
+    def retrain_task(self) -> RepeatedTokensConfig:
+        """The retrain phase's task: `task`, with distinct segments when `retrain_distinct`."""
+        distinct = self.task.distinct or self.retrain_distinct
+        return RepeatedTokensConfig.model_validate({**self.task.model_dump(), "distinct": distinct})
 
 
 class Induction(Experiment):
@@ -87,9 +95,8 @@ class Induction(Experiment):
         first = Phase("train", cfg.train)
         if cfg.retrain is None:
             return [first]
-        task = RepeatedTokens(cfg.task.model_copy(update={"distinct": True})) if cfg.retrain_distinct else None
         return [first, Phase("retrain", cfg.retrain, setup=lambda model: model.reinit(cfg.retrain.trainable),
-                             task=task)]
+                             task=RepeatedTokens(cfg.retrain_task()))]
 
     def eval_batch(self, cfg: InductionConfig, segment: int | None = None):
         """Held-out data: the training distribution of segment lengths, or `BOS r r` at one `segment`."""

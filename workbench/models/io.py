@@ -58,3 +58,14 @@ def load_state(model: torch.nn.Module, state: dict[str, Tensor], path: str | Pat
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise ConfigError(f"{path}: weights do not match the config: {shown}")
     model.load_state_dict(state)
+
+
+def parameters_named(model: torch.nn.Module, prefixes: tuple[str, ...], where: str) -> dict[str, torch.nn.Parameter]:
+    """The parameters whose names start with one of `prefixes`; a prefix that matches none is an error."""
+    named = dict(model.named_parameters())
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in named):
+            raise ConfigError(f"{where} prefix {prefix!r} matches no parameter of the model "
+                              f"(names look like {next(iter(named))!r})")
+    return {name: p for name, p in named.items() if name.startswith(prefixes)}
+

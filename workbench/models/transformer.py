@@ -25,6 +25,7 @@ from workbench.config import ConfigError
 from workbench.device import device_of
 from workbench.models.attention import Attention
 from workbench.models.config import ModelConfig
+from workbench.models.io import parameters_named
 from workbench.models.mamba import MambaBlock, MambaMixer
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
@@ -315,13 +316,11 @@ class Transformer(HookedRootModule):
     def reinit(self, prefixes: tuple[str, ...]) -> None:
         """Give the parameters whose names start with `prefixes` fresh values, drawn as at construction
         (from the global RNG, so a run that resumes draws the same ones)."""
+        chosen = parameters_named(self, prefixes, "reinit:")
         fresh = type(self)(self.cfg).state_dict()
-        matched = [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
-        if not matched:
-            raise ConfigError(f"reinit: {list(prefixes)} match no parameter of the model")
         with torch.no_grad():
-            for name in matched:
-                self.get_parameter(name).copy_(fresh[name])
+            for name, p in chosen.items():
+                p.copy_(fresh[name])
 
     @property
     def device(self) -> torch.device:
